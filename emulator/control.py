@@ -1,0 +1,154 @@
+"""The lab's control plane: a small HTTP/JSON API served by the supervisor on loopback.
+
+aiohttp serves it because the supervisor is already an asyncio program and the event stream
+(``GET /events?follow=1``, newline-delimited JSON) needs a streaming response.
+
+Routes:
+  GET  /status                          the LabView as JSON
+  GET  /events?since=N&follow=0|1       events as NDJSON, each with its "seq"
+  GET  /wait?until=settled&timeout=S    returns when every endpoint is Registered or Failed
+  POST /peers/{name}/maintenance        {"on": true|false}
+  POST /components/{name}/kill|stop|start
+  POST /shutdown                        stop the whole lab
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+from aiohttp import web
+
+from emulator.process import ControlFailure
+from emulator.supervisor import Supervisor
+
+MAX_WAIT = 300.0
+
+
+class ControlPlane:
+    def __init__(self, supervisor: Supervisor, shutdown: Callable[[], None]) -> None:
+        self.supervisor = supervisor
+        self._shutdown = shutdown
+        self._runner: web.AppRunner | None = None
+        self.url = ""
+
+    def app(self) -> web.Application:
+        app = web.Application(middlewares=[_errors])
+        app.router.add_get("/status", self.status)
+        app.router.add_get("/events", self.events)
+        app.router.add_get("/wait", self.wait)
+        app.router.add_post("/peers/{name}/maintenance", self.maintenance)
+        app.router.add_post("/components/{name}/{action}", self.component_action)
+        app.router.add_post("/shutdown", self.shutdown)
+        return app
+
+    async def start(self, host: str = "127.0.0.1", port: int = 0) -> str:
+        self._runner = web.AppRunner(self.app(), access_log=None, handle_signals=False)
+        await self._runner.setup()
+        site = web.TCPSite(self._runner, host, port)
+        await site.start()
+        bound_host, bound_port = self._runner.addresses[0][:2]
+        self.url = f"http://{bound_host}:{bound_port}"
+        return self.url
+
+    async def close(self) -> None:
+        if self._runner is not None:
+            await self._runner.cleanup()
+
+    async def status(self, request: web.Request) -> web.Response:
+        return web.json_response(self._status())
+
+    def _status(self) -> dict[str, Any]:
+        return {**self.supervisor.view.to_dict(), "settled": self.supervisor.view.settled()}
+
+    async def events(self, request: web.Request) -> web.StreamResponse:
+        since = _int_query(request, "since", 0)
+        follow = request.query.get("follow", "0") not in ("0", "false", "")
+        response = web.StreamResponse(headers={"Content-Type": "application/x-ndjson"})
+        await response.prepare(request)
+        log = self.supervisor.log
+        if follow:
+            async for seq, event in log.follow(since):
+                await response.write(_line(seq, event.to_dict()))
+        else:
+            events, next_seq = log.since(since)
+            first = next_seq - len(events)
+            for offset, event in enumerate(events):
+                await response.write(_line(first + offset, event.to_dict()))
+        await response.write_eof()
+        return response
+
+    async def wait(self, request: web.Request) -> web.Response:
+        until = request.query.get("until", "settled")
+        if until != "settled":
+            raise web.HTTPBadRequest(text=_json_error(f"unknown wait condition {until!r}"))
+        timeout = min(float(_int_query(request, "timeout", 30)), MAX_WAIT)
+        settled = await self.supervisor.wait_settled(timeout)
+        return web.json_response(self._status(), status=200 if settled else 504)
+
+    async def maintenance(self, request: web.Request) -> web.Response:
+        body = await _json_body(request)
+        on = body.get("on")
+        if not isinstance(on, bool):
+            raise web.HTTPBadRequest(text=_json_error('body must be {"on": true} or {"on": false}'))
+        return web.json_response(await self.supervisor.maintenance(request.match_info["name"], on))
+
+    async def component_action(self, request: web.Request) -> web.Response:
+        name, action = request.match_info["name"], request.match_info["action"]
+        actions: dict[str, Callable[[str], Awaitable[dict[str, Any]]]] = {
+            "kill": self.supervisor.kill,
+            "stop": self.supervisor.stop_component,
+            "start": self.supervisor.start_component,
+        }
+        if action not in actions:
+            raise web.HTTPNotFound(text=_json_error(f"unknown action {action!r}"))
+        return web.json_response(await actions[action](name))
+
+    async def shutdown(self, request: web.Request) -> web.Response:
+        # Answer first: the lab stopping takes the control plane down with it.
+        asyncio.get_running_loop().call_soon(self._shutdown)
+        return web.json_response({"stopping": self.supervisor.lab.name}, status=202)
+
+
+def _line(seq: int, event: dict[str, Any]) -> bytes:
+    return (json.dumps({"seq": seq, **event}, default=str) + "\n").encode()
+
+
+def _json_error(message: str) -> str:
+    return json.dumps({"error": message})
+
+
+def _int_query(request: web.Request, name: str, default: int) -> int:
+    raw = request.query.get(name)
+    if raw is None:
+        return default
+    try:
+        return max(0, int(raw))
+    except ValueError:
+        raise web.HTTPBadRequest(text=_json_error(f"{name} must be a whole number")) from None
+
+
+async def _json_body(request: web.Request) -> dict[str, Any]:
+    try:
+        body = await request.json()
+    except ValueError:
+        raise web.HTTPBadRequest(text=_json_error("body must be JSON")) from None
+    if not isinstance(body, dict):
+        raise web.HTTPBadRequest(text=_json_error("body must be a JSON object"))
+    return body
+
+
+@web.middleware
+async def _errors(
+    request: web.Request, handler: Callable[[web.Request], Awaitable[web.StreamResponse]]
+) -> web.StreamResponse:
+    try:
+        return await handler(request)
+    except ControlFailure as exc:
+        return web.json_response({"error": str(exc)}, status=409)
+    except web.HTTPException as exc:
+        if exc.text and exc.text.startswith("{"):
+            return web.json_response(json.loads(exc.text), status=exc.status)
+        return web.json_response({"error": exc.reason}, status=exc.status)

@@ -1,0 +1,96 @@
+"""The event schema: every component reports what happened as one JSON object per line.
+
+An event is ``{"t": <unix time>, "component": <name>, "kind": <dotted kind>, ...fields}``.
+Status views, failover measurements, RoomOS log lines and test assertions are all computed
+from these events, so a field that matters downstream must be in the event, not only in a log.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+RESERVED = ("t", "component", "kind")
+
+
+@dataclass(frozen=True, slots=True)
+class Event:
+    t: float
+    component: str
+    kind: str
+    fields: dict[str, Any] = field(default_factory=dict)
+
+    def get(self, name: str, default: Any = None) -> Any:
+        return self.fields.get(name, default)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"t": self.t, "component": self.component, "kind": self.kind, **self.fields}
+
+    def to_json(self) -> str:
+        return json.dumps(self.to_dict(), separators=(",", ":"), default=str)
+
+    @classmethod
+    def from_dict(cls, obj: Any) -> Event:
+        if not isinstance(obj, dict):
+            raise ValueError("an event must be a JSON object")
+        t, component, kind = obj.get("t"), obj.get("component"), obj.get("kind")
+        if not isinstance(t, int | float) or not isinstance(component, str):
+            raise ValueError("an event needs a numeric 't' and a string 'component'")
+        if not isinstance(kind, str) or not kind:
+            raise ValueError("an event needs a non-empty string 'kind'")
+        fields = {k: v for k, v in obj.items() if k not in RESERVED}
+        return cls(float(t), component, kind, fields)
+
+    @classmethod
+    def from_json(cls, line: str | bytes) -> Event:
+        try:
+            obj = json.loads(line)
+        except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+            raise ValueError(f"not a JSON event line: {exc}") from None
+        return cls.from_dict(obj)
+
+
+class EventSink(Protocol):
+    """Where a component's core reports what happened."""
+
+    def emit(self, kind: str, /, **fields: Any) -> None: ...
+
+
+class Emitter:
+    """Stamps events with a component name and a wall-clock time and hands them to ``write``.
+
+    Wall-clock (not monotonic) time, because events from separate processes are merged and
+    compared by the supervisor.
+    """
+
+    def __init__(
+        self,
+        component: str,
+        write: Callable[[Event], None],
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self.component = component
+        self._write = write
+        self._clock = clock
+
+    def emit(self, kind: str, /, **fields: Any) -> None:
+        self._write(Event(self._clock(), self.component, kind, fields))
+
+
+class EventList:
+    """An in-memory sink, for cores under unit test and for in-process use."""
+
+    def __init__(self) -> None:
+        self.events: list[tuple[str, dict[str, Any]]] = []
+
+    def emit(self, kind: str, /, **fields: Any) -> None:
+        self.events.append((kind, fields))
+
+    def kinds(self) -> list[str]:
+        return [kind for kind, _ in self.events]
+
+    def of(self, kind: str) -> list[dict[str, Any]]:
+        return [fields for k, fields in self.events if k == kind]

@@ -1,0 +1,275 @@
+"""The lab model: which components exist, where they listen, and what each one is told.
+
+A lab file (YAML) is validated here, once, into a :class:`LabConfig`; every component gets its
+own typed configuration derived from it (``dns_config``, ``registrar_config``,
+``endpoint_config``). With no file, :func:`default_lab` reproduces the seed: DNS for
+``uctest.local``, peers ``exp1``/``exp2`` and endpoint ``1001@uctest.local`` over TCP.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from ipaddress import IPv4Address, IPv6Address, ip_address
+from pathlib import Path
+from typing import Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+from dnsserver.config import DnsServerConfig, RecordConfig, ZoneConfig
+from emulator.validation import ConfigError, describe
+from endpoint.config import EndpointConfig
+from registrar.config import RegistrarConfig
+
+NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.@-]*$"
+IPAddress = IPv4Address | IPv6Address
+
+
+class _Model(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class PeerSpec(_Model):
+    name: str = Field(pattern=NAME_PATTERN)
+    address: IPAddress
+    udp_port: int | None = Field(default=5060, ge=1, le=65535)
+    tcp_port: int | None = Field(default=5060, ge=1, le=65535)
+    tls_port: int | None = Field(default=5061, ge=1, le=65535)
+    maintenance: bool = False
+
+
+class DnsSpec(_Model):
+    address: IPAddress = IPv4Address("127.0.0.10")
+    port: int = Field(default=1053, ge=1, le=65535)
+    ttl: int = Field(default=60, ge=0, description="TTL of the generated records (seed: <= 60)")
+    # The seed's round-robin name for option 2: one A record per peer.
+    cluster_name: str = "habibexpc-cluster"
+    # None: generate the seed's records from the peers (SRV for _sips._tcp and _sip._tcp, an
+    # A record per peer and the cluster name). A list replaces them entirely.
+    records: list[RecordConfig] | None = None
+    rotation: dict[str, Literal["rotate", "fixed", "random"]] = {}
+
+
+class RegistrarSpec(_Model):
+    min_expires: int = Field(default=45, ge=0)
+    max_expires: int = Field(default=60, ge=1)
+    default_expires: int = Field(default=60, ge=1)
+
+
+class EndpointSpec(_Model):
+    uri: str
+    name: str | None = Field(default=None, pattern=NAME_PATTERN)
+    proxy: str | None = Field(default=None, description="default: the lab's domain (SRV)")
+    transport: Literal["tcp", "udp", "tls", "auto"] = "tcp"
+    address: IPAddress | None = None
+    expires: int = Field(default=3600, ge=1)
+    refresh_ratio: float = Field(default=0.9, gt=0, lt=1)
+    t1: float = Field(default=0.5, gt=0, le=10)
+    retry_base: float = Field(default=30.0, gt=0)
+    retry_max: float = Field(default=1800.0, gt=0)
+    failed_memory: float = Field(default=60.0, ge=0)
+
+
+class LabConfig(_Model):
+    name: str = Field(default="seed", pattern=NAME_PATTERN)
+    domain: str = "uctest.local"
+    dns: DnsSpec = DnsSpec()
+    peers: list[PeerSpec] = Field(min_length=1)
+    registrar: RegistrarSpec = RegistrarSpec()
+    endpoints: list[EndpointSpec] = []
+    endpoint_base_address: IPAddress = IPv4Address("127.0.0.101")
+
+    @model_validator(mode="after")
+    def _check(self) -> LabConfig:
+        self.domain = self.domain.lower().rstrip(".")
+        names: set[str] = {"dns"}
+        for peer in self.peers:
+            if peer.name in names:
+                raise ValueError(f"component name {peer.name!r} is used twice (or is reserved)")
+            names.add(peer.name)
+        addresses = [str(p.address) for p in self.peers]
+        if len(set(addresses)) != len(addresses):
+            raise ValueError("two peers share an address; give each peer its own 127.x.y.z")
+        for index, spec in enumerate(self.endpoints):
+            if spec.address is None:
+                spec.address = ip_address(int(self.endpoint_base_address) + index)
+            if spec.name is None:
+                spec.name = spec.uri.removeprefix("sip:")
+            if spec.name in names:
+                raise ValueError(f"component name {spec.name!r} is used twice (or is reserved)")
+            names.add(spec.name)
+        if self.registrar.min_expires > self.registrar.max_expires:
+            raise ValueError("registrar.min_expires is above registrar.max_expires")
+        # Building every component's config here makes each one's own checks part of loading
+        # the lab, so a bad endpoint proxy or DNS record fails with the file, not at runtime.
+        _derive("dns", self.dns_config)
+        for index, peer in enumerate(self.peers):
+            _derive(f"peers[{index}]", lambda name=peer.name: self.registrar_config(name))
+        for index, spec in enumerate(self.endpoints):
+            _derive(f"endpoints[{index}]", lambda name=spec.name: self.endpoint_config(name))
+        return self
+
+    # -- what each component is told -------------------------------------------------
+
+    def component_names(self) -> list[str]:
+        return ["dns", *(p.name for p in self.peers), *(self.endpoint_names())]
+
+    def endpoint_names(self) -> list[str]:
+        return [spec.name for spec in self.endpoints if spec.name is not None]
+
+    def peer(self, name: str) -> PeerSpec:
+        for peer in self.peers:
+            if peer.name == name:
+                return peer
+        raise KeyError(name)
+
+    def dns_address(self) -> str:
+        address = self.dns.address
+        host = f"[{address}]" if address.version == 6 else str(address)
+        return f"{host}:{self.dns.port}"
+
+    def dns_config(self) -> DnsServerConfig:
+        records = self.dns.records if self.dns.records is not None else self.seed_records()
+        zone = ZoneConfig(
+            origin=self.domain, ttl=self.dns.ttl, records=records, rotation=self.dns.rotation
+        )
+        return DnsServerConfig(
+            name="dns", address=self.dns.address, port=self.dns.port, zones=[zone]
+        )
+
+    def seed_records(self) -> list[RecordConfig]:
+        """The seed's zone: SRV for every peer (TLS and TCP), one A per peer, the cluster name."""
+        ttl = self.dns.ttl
+        records = [
+            RecordConfig(
+                name="ns1", type=_a_type(self.dns.address), ttl=ttl, data=str(self.dns.address)
+            )
+        ]
+        for peer in self.peers:
+            if peer.tls_port:
+                records.append(
+                    RecordConfig(
+                        name="_sips._tcp",
+                        type="SRV",
+                        ttl=ttl,
+                        data=f"10 10 {peer.tls_port} {peer.name}",
+                    )
+                )
+        for peer in self.peers:
+            if peer.tcp_port:
+                records.append(
+                    RecordConfig(
+                        name="_sip._tcp",
+                        type="SRV",
+                        ttl=ttl,
+                        data=f"10 10 {peer.tcp_port} {peer.name}",
+                    )
+                )
+        for peer in self.peers:
+            records.append(
+                RecordConfig(
+                    name=peer.name, type=_a_type(peer.address), ttl=ttl, data=str(peer.address)
+                )
+            )
+        for peer in self.peers:
+            records.append(
+                RecordConfig(
+                    name=self.dns.cluster_name,
+                    type=_a_type(peer.address),
+                    ttl=ttl,
+                    data=str(peer.address),
+                )
+            )
+        return records
+
+    def registrar_config(self, name: str) -> RegistrarConfig:
+        peer = self.peer(name)
+        return RegistrarConfig(
+            name=peer.name,
+            address=peer.address,
+            udp_port=peer.udp_port,
+            tcp_port=peer.tcp_port,
+            tls_port=peer.tls_port,
+            domains=[self.domain],
+            min_expires=self.registrar.min_expires,
+            max_expires=self.registrar.max_expires,
+            default_expires=self.registrar.default_expires,
+            maintenance=peer.maintenance,
+        )
+
+    def endpoint_config(self, name: str) -> EndpointConfig:
+        for spec in self.endpoints:
+            if spec.name == name:
+                return EndpointConfig(
+                    name=name,
+                    uri=spec.uri,
+                    proxy=spec.proxy or self.domain,
+                    transport=spec.transport,
+                    address=spec.address,
+                    dns=[self.dns_address()],
+                    expires=spec.expires,
+                    refresh_ratio=spec.refresh_ratio,
+                    t1=spec.t1,
+                    retry_base=spec.retry_base,
+                    retry_max=spec.retry_max,
+                    failed_memory=spec.failed_memory,
+                )
+        raise KeyError(name)
+
+    def to_yaml(self) -> str:
+        data = self.model_dump(mode="json", exclude_none=True)
+        return yaml.safe_dump(data, sort_keys=False)
+
+
+def _derive(where: str, build: Callable[[], object]) -> None:
+    """Build a component's config; its errors name their place in the lab file."""
+    try:
+        build()
+    except ValidationError as exc:
+        raise ValueError(describe(exc, where)) from None
+
+
+def _a_type(address: IPAddress) -> Literal["A", "AAAA"]:
+    return "A" if address.version == 4 else "AAAA"
+
+
+def default_lab() -> LabConfig:
+    """The seed's lab on loopback (DESIGN.md §4)."""
+    return LabConfig(
+        name="seed",
+        domain="uctest.local",
+        peers=[
+            PeerSpec(name="exp1", address=IPv4Address("127.0.0.11")),
+            PeerSpec(name="exp2", address=IPv4Address("127.0.0.12")),
+        ],
+        endpoints=[EndpointSpec(uri="1001@uctest.local")],
+    )
+
+
+def parse_lab(data: object, source: str) -> LabConfig:
+    if not isinstance(data, dict):
+        raise ConfigError(
+            f"{source}: a lab file must be a YAML mapping (name:, domain:, peers:, ...)"
+        )
+    try:
+        return LabConfig.model_validate(data)
+    except ValidationError as exc:
+        raise ConfigError(describe(exc, source)) from None
+
+
+def load_lab(path: Path) -> LabConfig:
+    """Read and validate a lab file; any problem is a ConfigError with one line to show."""
+    try:
+        text = path.read_text(encoding="utf-8")
+    except OSError as exc:
+        raise ConfigError(f"{path}: cannot read lab file: {exc.strerror or exc}") from None
+    except UnicodeDecodeError:
+        raise ConfigError(f"{path}: not a UTF-8 text file") from None
+    try:
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f"{path}:{mark.line + 1}:{mark.column + 1}" if mark else str(path)
+        problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
+        raise ConfigError(f"{where}: not valid YAML: {problem}") from None
+    return parse_lab(data, str(path))

@@ -1,0 +1,71 @@
+"""Events as the short human lines that ``siplab up`` and ``siplab events`` print."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Mapping
+from typing import Any
+
+from endpoint import roomos
+
+# Per-query and per-connection events are the bulk of a lab's stream; shown with --verbose.
+CHATTY = frozenset({"dns.query", "transport.closed", "registration.refreshed", "component.output"})
+
+
+def _clock(t: float) -> str:
+    return time.strftime("%H:%M:%S", time.localtime(t)) + f".{int(t * 1000) % 1000:03d}"
+
+
+def _describe(event: Mapping[str, Any]) -> str | None:
+    kind = event.get("kind")
+    get = event.get
+    match kind:
+        case "ready" if get("zones") is not None:
+            return f"DNS ready on {get('address')}:{get('port')} for {', '.join(get('zones'))}"
+        case "ready" if get("listeners") is not None:
+            mode = " (maintenance)" if get("maintenance") else ""
+            return f"registrar ready on {get('address')} {' '.join(get('listeners'))}{mode}"
+        case "ready":
+            return f"endpoint {get('uri')} up on {get('address')}, proxy {get('proxy')}"
+        case "register.answered":
+            return f"REGISTER {get('aor')} from {get('source')} -> {get('code')} {get('reason')}"
+        case "maintenance":
+            return f"maintenance {'on' if get('on') else 'off'}"
+        case "binding.expired":
+            return f"binding expired: {get('aor')} {get('contact')}"
+        case "process.started":
+            return f"process {get('pid')} started (python -m {get('module')})"
+        case "process.exited":
+            how = f"signal {get('signal')}" if get("signal") else f"status {get('returncode')}"
+            return f"process {get('pid')} exited ({how})"
+        case "component.failed":
+            return f"FAILED: {get('error')}"
+        case "component.stderr":
+            return f"stderr: {get('line')}"
+        case "fault.applied":
+            extra = f" {'on' if get('on') else 'off'}" if get("fault") == "maintenance" else ""
+            return f"fault: {get('fault')}{extra} {get('target')}"
+        case "registration.backoff":
+            return f"every target failed; retrying in {get('wait')} s"
+        case "dns.query":
+            return f"{get('qtype')} {get('name')} -> {get('rcode')} {get('answers')}"
+        case "lab.started" | "lab.stopping" | "lab.stopped":
+            return f"lab {get('lab')} {kind.split('.')[1]}"
+        case "transport.closed":
+            return f"connection {get('flow')} closed: {get('reason')}"
+        case "registration.refreshed":
+            return f"registration refreshed ({get('expires')} s)"
+    return None
+
+
+def human_lines(event: Mapping[str, Any], *, verbose: bool = False) -> list[str]:
+    if event.get("kind") in CHATTY and not verbose:
+        return []
+    component = str(event.get("component", "?"))
+    stamp = _clock(float(event.get("t", 0.0)))
+    rendered = roomos.render(event, pid=0)
+    if rendered:
+        # RoomOS lines carry their own timestamp and "main[pid]:" prefix; keep only the text.
+        return [f"{stamp} {component:<18} {line.split(': ', 1)[1]}" for line in rendered]
+    text = _describe(event)
+    return [f"{stamp} {component:<18} {text}"] if text else []

@@ -1,0 +1,668 @@
+"""SIP messages (RFC 3261 §7, §20, §25): parsing, serialization and header-value grammar.
+
+Sans-I/O: bytes in, objects out. Everything that reads untrusted input raises only
+`SipParseError`, with a one-line message a log reader can act on.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import re
+import secrets
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
+
+__all__ = [
+    "DEFAULT_LIMITS",
+    "REASON_PHRASES",
+    "Headers",
+    "Limits",
+    "Message",
+    "NameAddr",
+    "Request",
+    "Response",
+    "SipParseError",
+    "SipUri",
+    "Via",
+    "WarningValue",
+    "content_length",
+    "make_message",
+    "new_branch",
+    "new_call_id",
+    "new_tag",
+    "parse_cseq",
+    "parse_header_section",
+    "parse_message",
+    "parse_name_addr",
+    "parse_uri",
+    "parse_via",
+    "parse_warning",
+    "response_to",
+    "serialize_message",
+]
+
+
+class SipParseError(ValueError):
+    """Untrusted input is not a SIP message (or header value) we can use."""
+
+
+@dataclass(frozen=True, slots=True)
+class Limits:
+    max_message_bytes: int = 65535
+    max_header_bytes: int = 16384
+    max_headers: int = 256
+
+
+DEFAULT_LIMITS = Limits()
+
+# --- lexical pieces (RFC 3261 §25.1) --------------------------------------------------------
+
+_SP_HT = " \t"  # the only whitespace in SIP's LWS; str.strip() would also eat U+00A0 etc.
+_TOKEN = r"[A-Za-z0-9\-.!%*_+`'~]+"
+_TOKEN_RE = re.compile(_TOKEN)
+_QUOTED = r'"(?:[^"\\]|\\.)*"'
+_LWS = re.compile(r"[ \t]*")
+# A parameter value: token, host (including bracketed IPv6, or the bare IPv6 that Via
+# "received" carries), or quoted-string.
+_PARAM_VALUE_RE = re.compile(rf"{_QUOTED}|[A-Za-z0-9\-.!%*_+`'~:\[\]]+", re.S)
+_SCHEME_URI_RE = re.compile(r"[A-Za-z][A-Za-z0-9+.\-]*:[^\s<>\"\\]+")
+_LABEL = r"[A-Za-z0-9_](?:[A-Za-z0-9_\-]*[A-Za-z0-9_])?"
+_HOSTNAME_RE = re.compile(rf"{_LABEL}(?:\.{_LABEL})*\.?")
+_PORT_RE = re.compile(r"[0-9]{1,5}")
+_MAX_DIGITS = 10  # guards int() against absurd digit strings (and Python's int-size limit)
+
+# --- headers ---------------------------------------------------------------------------------
+
+_COMPACT = {
+    "v": "Via", "f": "From", "t": "To", "i": "Call-ID", "m": "Contact", "l": "Content-Length",
+    "c": "Content-Type", "e": "Content-Encoding", "k": "Supported", "s": "Subject",
+    "o": "Event", "u": "Allow-Events", "r": "Refer-To", "b": "Referred-By",
+    "x": "Session-Expires", "a": "Accept-Contact", "j": "Reject-Contact",
+    "d": "Request-Disposition", "y": "Identity", "n": "Identity-Info",
+}  # fmt: skip
+
+_KNOWN = [
+    *_COMPACT.values(), "Accept", "Accept-Encoding", "Accept-Language", "Alert-Info", "Allow",
+    "Authentication-Info", "Authorization", "Call-Info", "Content-Disposition",
+    "Content-Language", "CSeq", "Date", "Error-Info", "Expires", "Flow-Timer", "In-Reply-To",
+    "Max-Forwards", "MIME-Version", "Min-Expires", "Min-SE", "Organization", "Path",
+    "Priority", "Proxy-Authenticate", "Proxy-Authorization", "Proxy-Require", "Record-Route",
+    "Reply-To", "Require", "Retry-After", "Route", "Server", "Service-Route",
+    "Subscription-State", "Timestamp", "Unsupported", "User-Agent", "Warning",
+    "WWW-Authenticate", "RSeq", "RAck", "P-Asserted-Identity", "P-Preferred-Identity",
+]  # fmt: skip
+
+_CANONICAL = {name.lower(): name for name in _KNOWN} | _COMPACT
+
+# Headers whose grammar is a comma-separated list (RFC 3261 §7.3.1); only these are split.
+_LIST_HEADERS = frozenset(
+    name.lower()
+    for name in (
+        "Via", "Contact", "Route", "Record-Route", "Path", "Service-Route", "Allow",
+        "Supported", "Require", "Proxy-Require", "Unsupported", "Accept", "Accept-Encoding",
+        "Accept-Language", "Allow-Events", "Warning", "Alert-Info", "Call-Info", "Error-Info",
+        "In-Reply-To", "Content-Encoding", "Content-Language", "Reply-To",
+        "P-Asserted-Identity", "P-Preferred-Identity", "Accept-Contact", "Reject-Contact",
+    )
+)  # fmt: skip
+
+
+def _canonical(name: str) -> str:
+    return _CANONICAL.get(name.lower(), name)
+
+
+def _split_list(value: str) -> list[str]:
+    """Split on commas outside quoted strings and <...>; keeps empty items (callers decide)."""
+    items: list[str] = []
+    start = 0
+    in_quotes = in_angle = escaped = False
+    for i, ch in enumerate(value):
+        if escaped:
+            escaped = False
+        elif in_quotes:
+            if ch == "\\":
+                escaped = True
+            elif ch == '"':
+                in_quotes = False
+        elif ch == '"':
+            in_quotes = True
+        elif ch == "<":
+            in_angle = True
+        elif ch == ">":
+            in_angle = False
+        elif ch == "," and not in_angle:
+            items.append(value[start:i].strip(_SP_HT))
+            start = i + 1
+    items.append(value[start:].strip(_SP_HT))
+    return items
+
+
+class Headers:
+    """Ordered, case-insensitive; compact forms (v, f, t, i, m, l, c, e, k, s, o, u, r, b, x,
+    a, j, d, y, n) are expanded to their canonical long names when parsed or added, so
+    get("v") == get("Via")."""
+
+    __slots__ = ("_items",)
+    __hash__ = None  # type: ignore[assignment]  # mutable
+
+    def __init__(self, items: Iterable[tuple[str, str]] = ()) -> None:
+        self._items: list[tuple[str, str]] = []
+        for name, value in items:
+            self.add(name, value)
+
+    def get(self, name: str) -> str | None:
+        key = _canonical(name).lower()
+        return next((v for n, v in self._items if n.lower() == key), None)
+
+    def get_all(self, name: str) -> list[str]:
+        key = _canonical(name).lower()
+        values = [v for n, v in self._items if n.lower() == key]
+        if key not in _LIST_HEADERS:
+            return values
+        return [item for value in values for item in _split_list(value) if item]
+
+    def add(self, name: str, value: str) -> None:
+        self._items.append(self._checked(name, value))
+
+    def set(self, name: str, value: str) -> None:
+        entry = self._checked(name, value)
+        key = entry[0].lower()
+        first = next((i for i, (n, _) in enumerate(self._items) if n.lower() == key), None)
+        if first is None:
+            self._items.append(entry)
+            return
+        self._items[first] = entry
+        self._items[first + 1 :] = [e for e in self._items[first + 1 :] if e[0].lower() != key]
+
+    def remove(self, name: str) -> None:
+        key = _canonical(name).lower()
+        self._items = [e for e in self._items if e[0].lower() != key]
+
+    def __contains__(self, name: object) -> bool:
+        return isinstance(name, str) and self.get(name) is not None
+
+    def items(self) -> list[tuple[str, str]]:
+        return list(self._items)
+
+    def copy(self) -> Headers:
+        clone = Headers()
+        clone._items = list(self._items)
+        return clone
+
+    def __iter__(self) -> Iterator[tuple[str, str]]:
+        return iter(list(self._items))
+
+    def __len__(self) -> int:
+        return len(self._items)
+
+    def __eq__(self, other: object) -> bool:
+        if not isinstance(other, Headers):
+            return NotImplemented
+        return self._items == other._items
+
+    def __repr__(self) -> str:
+        return f"Headers({self._items!r})"
+
+    @staticmethod
+    def _checked(name: str, value: str) -> tuple[str, str]:
+        # Programming errors, not untrusted input: a CR/LF here would inject header lines.
+        if not _TOKEN_RE.fullmatch(name):
+            raise ValueError(f"invalid header name {name!r}")
+        if "\r" in value or "\n" in value:
+            raise ValueError(f"header {name} value contains CR or LF")
+        return _canonical(name), value
+
+
+# --- messages --------------------------------------------------------------------------------
+
+
+@dataclass(slots=True)
+class Request:
+    method: str
+    uri: str
+    headers: Headers
+    body: bytes = b""
+
+
+@dataclass(slots=True)
+class Response:
+    status: int
+    reason: str
+    headers: Headers
+    body: bytes = b""
+
+
+Message = Request | Response
+
+_MANDATORY = ("Via", "From", "To", "Call-ID", "CSeq")
+# RFC 4475 §3.1.4 (multi01, mcl01): more than one of these means the message is ambiguous.
+_SINGLE_VALUED = ("From", "To", "Call-ID", "CSeq", "Max-Forwards", "Content-Length")
+_BLANK_LINE_RE = re.compile(rb"\r?\n\r?\n")
+_STATUS_LINE_RE = re.compile(r"(?i:SIP/2\.0) ([0-9]{3})(?: (.*))?", re.S)
+
+
+def parse_message(data: bytes, limits: Limits = DEFAULT_LIMITS) -> Message:
+    """Parse one whole message: a datagram, or one message framed by StreamFramer."""
+    if len(data) > limits.max_message_bytes:
+        raise SipParseError(f"message of {len(data)} bytes exceeds {limits.max_message_bytes}")
+    blank = _BLANK_LINE_RE.search(data)
+    if blank is None:
+        raise SipParseError("no blank line ends the header section")
+    start_line, headers = parse_header_section(data[: blank.start()], limits)
+    rest = data[blank.end() :]
+    length = content_length(headers, limits)
+    if length is not None and length > len(rest):
+        raise SipParseError(f"Content-Length {length} exceeds the {len(rest)} body bytes present")
+    return make_message(start_line, headers, rest if length is None else rest[:length])
+
+
+def parse_header_section(head: bytes, limits: Limits = DEFAULT_LIMITS) -> tuple[str, Headers]:
+    """Split the start line and header fields (no blank line), unfolding continuations."""
+    if len(head) > limits.max_header_bytes:
+        raise SipParseError(f"header section exceeds {limits.max_header_bytes} bytes")
+    try:
+        text = head.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise SipParseError(f"header section is not UTF-8 (byte {exc.start})") from None
+    lines = [line.removesuffix("\r") for line in text.split("\n")]
+    if any("\r" in line for line in lines):
+        raise SipParseError("stray CR in the header section")
+    fields: list[list[str]] = []
+    for line in lines[1:]:
+        if line[:1] in (" ", "\t"):
+            if not fields:
+                raise SipParseError("continuation line before the first header")
+            fields[-1][1] += " " + line.strip(_SP_HT)
+            continue
+        name, colon, value = line.partition(":")
+        name = name.rstrip(" \t")
+        if not colon or not _TOKEN_RE.fullmatch(name):
+            raise SipParseError(f"malformed header line {line[:40]!r}")
+        fields.append([name, value.strip(_SP_HT)])
+        if len(fields) > limits.max_headers:
+            raise SipParseError(f"more than {limits.max_headers} headers")
+    return lines[0], Headers((name, value.strip(_SP_HT)) for name, value in fields)
+
+
+def content_length(headers: Headers, limits: Limits = DEFAULT_LIMITS) -> int | None:
+    """The declared body length, None when absent; SipParseError when unusable."""
+    values = headers.get_all("Content-Length")
+    if not values:
+        return None
+    if len(values) > 1:
+        raise SipParseError("more than one Content-Length")
+    length = _small_int(values[0], "Content-Length")
+    if length > limits.max_message_bytes:
+        raise SipParseError(f"Content-Length {values[0]} exceeds {limits.max_message_bytes}")
+    return length
+
+
+def make_message(start_line: str, headers: Headers, body: bytes) -> Message:
+    """Build a Request or Response from parsed parts, validating what every consumer needs."""
+    msg: Message
+    if start_line[:4].upper() == "SIP/":
+        status = _STATUS_LINE_RE.fullmatch(start_line)
+        if status is None:
+            raise SipParseError(f"malformed status line {start_line[:60]!r}")
+        code = int(status.group(1))
+        if code < 100:
+            raise SipParseError(f"status code {code} out of range")
+        msg = Response(code, status.group(2) or "", headers, body)
+    else:
+        msg = Request(*_parse_request_line(start_line), headers, body)
+    _check_headers(msg)
+    return msg
+
+
+def _parse_request_line(line: str) -> tuple[str, str]:
+    parts = line.split(" ")
+    if len(parts) != 3 or not all(parts):
+        raise SipParseError(f"malformed request line {line[:60]!r}")
+    method, uri, version = parts
+    if version.upper() != "SIP/2.0":
+        raise SipParseError(f"unsupported SIP version {version[:20]!r}")
+    if not _TOKEN_RE.fullmatch(method):
+        raise SipParseError(f"invalid method {method[:20]!r}")
+    if not _SCHEME_URI_RE.fullmatch(uri):
+        raise SipParseError(f"invalid Request-URI {uri[:60]!r}")
+    if _is_sip_uri(uri) and parse_uri(uri).headers:
+        raise SipParseError("Request-URI must not contain headers")
+    return method, uri
+
+
+def _check_headers(msg: Message) -> None:
+    headers = msg.headers
+    for name in _MANDATORY:
+        if name not in headers:
+            raise SipParseError(f"missing mandatory header {name}")
+    for name in _SINGLE_VALUED:
+        if len(headers.get_all(name)) > 1:
+            raise SipParseError(f"more than one {name} header")
+    for name in ("From", "To"):
+        parse_name_addr(headers.get(name) or "")
+    # Every item, empty ones included: "Via: a;;,;,," is malformed (RFC 4475 badinv01).
+    for via_line in (value for name, value in headers if name == "Via"):
+        for via in _split_list(via_line):
+            parse_via(via)
+    for contact in headers.get_all("Contact"):
+        if contact != "*":
+            parse_name_addr(contact)
+    _, cseq_method = parse_cseq(headers.get("CSeq") or "")
+    if isinstance(msg, Request) and cseq_method != msg.method:
+        raise SipParseError(f"CSeq method {cseq_method} does not match {msg.method}")
+    max_forwards = headers.get("Max-Forwards")
+    if max_forwards is not None and _small_int(max_forwards, "Max-Forwards") > 255:
+        raise SipParseError(f"Max-Forwards {max_forwards} exceeds 255")
+
+
+def _small_int(text: str, what: str) -> int:
+    text = text.strip(_SP_HT)
+    if not text.isascii() or not text.isdigit() or len(text) > _MAX_DIGITS:
+        raise SipParseError(f"invalid {what} {text[:20]!r}")
+    return int(text)
+
+
+def serialize_message(msg: Message) -> bytes:
+    """Wire form; Content-Length always equals len(body), at its old place or last."""
+    if isinstance(msg, Request):
+        start = f"{msg.method} {msg.uri} SIP/2.0"
+    else:
+        start = f"SIP/2.0 {msg.status} {msg.reason}"
+    headers = msg.headers.copy()
+    headers.set("Content-Length", str(len(msg.body)))
+    lines = [start, *(f"{name}: {value}" for name, value in headers), "", ""]
+    return "\r\n".join(lines).encode("utf-8") + msg.body
+
+
+# --- header value grammar --------------------------------------------------------------------
+
+
+def _unquote(quoted: str) -> str:
+    return re.sub(r"\\(.)", r"\1", quoted[1:-1], flags=re.S)
+
+
+def _quote(text: str) -> str:
+    return '"' + text.replace("\\", "\\\\").replace('"', '\\"') + '"'
+
+
+def _parse_params(text: str, pos: int, what: str) -> dict[str, str | None]:
+    """`*( SEMI token [EQUAL value] )` from pos to the end; names lower-cased, values verbatim
+    (a quoted value keeps its quotes, so it is written back exactly)."""
+    params: dict[str, str | None] = {}
+    while True:
+        pos = _LWS.match(text, pos).end()  # type: ignore[union-attr]
+        if pos == len(text):
+            return params
+        if text[pos] != ";":
+            raise SipParseError(f"unexpected {text[pos : pos + 20]!r} in {what}")
+        pos = _LWS.match(text, pos + 1).end()  # type: ignore[union-attr]
+        name = _TOKEN_RE.match(text, pos)
+        if name is None:
+            raise SipParseError(f"empty or invalid parameter in {what}")
+        pos = _LWS.match(text, name.end()).end()  # type: ignore[union-attr]
+        value: str | None = None
+        if text.startswith("=", pos):
+            pos = _LWS.match(text, pos + 1).end()  # type: ignore[union-attr]
+            found = _PARAM_VALUE_RE.match(text, pos)
+            if found is None:
+                raise SipParseError(f"parameter {name.group()} has no valid value in {what}")
+            value, pos = found.group(), found.end()
+        params[name.group().lower()] = value
+
+
+def _format_params(params: dict[str, str | None]) -> str:
+    return "".join(f";{k}" if v is None else f";{k}={v}" for k, v in params.items())
+
+
+def _check_host(host: str, what: str) -> str:
+    if ":" in host:
+        try:
+            ipaddress.IPv6Address(host)
+        except ValueError:
+            raise SipParseError(f"invalid IPv6 address {host[:50]!r} in {what}") from None
+    elif not _HOSTNAME_RE.fullmatch(host):
+        raise SipParseError(f"invalid host {host[:50]!r} in {what}")
+    return host
+
+
+def _split_hostport(text: str, what: str) -> tuple[str, int | None]:
+    if text.startswith("["):
+        host, bracket, port_part = text[1:].partition("]")
+        if not bracket or ":" not in host or (port_part and not port_part.startswith(":")):
+            raise SipParseError(f"invalid IPv6 reference in {what}")
+        port_text = port_part[1:] if port_part else None
+    else:
+        host, colon, port_text = text.partition(":")
+        if not colon:
+            port_text = None
+    return _check_host(host, what), None if port_text is None else _port(port_text, what)
+
+
+def _port(text: str, what: str) -> int:
+    if not _PORT_RE.fullmatch(text) or int(text) > 65535:
+        raise SipParseError(f"invalid port {text[:10]!r} in {what}")
+    return int(text)
+
+
+def _format_hostport(host: str, port: int | None) -> str:
+    shown = f"[{host}]" if ":" in host else host
+    return shown if port is None else f"{shown}:{port}"
+
+
+@dataclass(frozen=True, slots=True)
+class SipUri:
+    """sip:/sips: URI (RFC 3261 §19.1). `user` holds the whole userinfo (with any password)."""
+
+    scheme: str
+    user: str | None
+    host: str
+    port: int | None
+    params: dict[str, str | None]
+    headers: str = ""
+
+    def __str__(self) -> str:
+        userinfo = "" if self.user is None else f"{self.user}@"
+        hdrs = f"?{self.headers}" if self.headers else ""
+        hostport = _format_hostport(self.host, self.port)
+        return f"{self.scheme}:{userinfo}{hostport}{_format_params(self.params)}{hdrs}"
+
+
+def parse_uri(text: str) -> SipUri:
+    scheme, colon, rest = text.partition(":")
+    if not colon or scheme.lower() not in ("sip", "sips"):
+        raise SipParseError(f"not a sip: or sips: URI: {text[:60]!r}")
+    if not _SCHEME_URI_RE.fullmatch(text):
+        raise SipParseError(f"invalid characters in URI {text[:60]!r}")
+    # '@' cannot appear unescaped after the userinfo, while ';' and '?' can appear inside it.
+    user, at, hostpart = rest.rpartition("@")
+    if at and not user:
+        raise SipParseError(f"empty userinfo in URI {text[:60]!r}")
+    hostpart, _, headers = hostpart.partition("?")
+    hostport, *raw_params = hostpart.split(";")
+    host, port = _split_hostport(hostport, "URI")
+    params: dict[str, str | None] = {}
+    for raw in raw_params:
+        name, eq, value = raw.partition("=")
+        if not name or (eq and not value):
+            raise SipParseError(f"empty URI parameter in {text[:60]!r}")
+        params[name.lower()] = value if eq else None
+    return SipUri(scheme.lower(), user if at else None, host, port, params, headers)
+
+
+@dataclass(frozen=True, slots=True)
+class NameAddr:
+    """From/To/Contact/Route value; `display` is unquoted, `params` are header parameters."""
+
+    display: str | None
+    uri: str
+    params: dict[str, str | None]
+
+    @property
+    def tag(self) -> str | None:
+        return self.params.get("tag")
+
+    def __str__(self) -> str:
+        display = "" if self.display is None else _quote(self.display) + " "
+        return f"{display}<{self.uri}>{_format_params(self.params)}"
+
+
+_DISPLAY_RE = re.compile(rf"[ \t]*(?:({_QUOTED})|({_TOKEN}(?:[ \t]+{_TOKEN})*))?[ \t]*<", re.S)
+_ADDR_SPEC_END_RE = re.compile(r"[^\s;]*")
+
+
+def parse_name_addr(text: str) -> NameAddr:
+    head = _DISPLAY_RE.match(text)
+    if head is not None:
+        quoted, tokens = head.groups()
+        display = _unquote(quoted) if quoted is not None else tokens
+        close = text.find(">", head.end())
+        if close < 0:
+            raise SipParseError(f"unterminated <URI> in {text[:60]!r}")
+        uri, pos = text[head.end() : close], close + 1
+    else:
+        if text.lstrip(" \t").startswith('"'):
+            raise SipParseError(f"bad quoted display name in {text[:60]!r}")
+        display = None
+        start = _LWS.match(text).end()  # type: ignore[union-attr]
+        end = _ADDR_SPEC_END_RE.match(text, start).end()  # type: ignore[union-attr]
+        uri, pos = text[start:end], end
+        if "," in uri or "?" in uri:
+            raise SipParseError(f"URI with ',' or '?' must be in <> in {text[:60]!r}")
+    _check_uri(uri)
+    return NameAddr(display, uri, _parse_params(text, pos, "name-addr"))
+
+
+def _check_uri(uri: str) -> None:
+    if not _SCHEME_URI_RE.fullmatch(uri):
+        raise SipParseError(f"invalid URI {uri[:60]!r}")
+    if _is_sip_uri(uri):
+        parse_uri(uri)
+
+
+def _is_sip_uri(uri: str) -> bool:
+    return uri.partition(":")[0].lower() in ("sip", "sips")
+
+
+@dataclass(frozen=True, slots=True)
+class Via:
+    transport: str
+    host: str
+    port: int | None
+    params: dict[str, str | None]
+
+    @property
+    def branch(self) -> str | None:
+        return self.params.get("branch")
+
+    @property
+    def sent_by(self) -> str:
+        return _format_hostport(self.host, self.port)
+
+    def __str__(self) -> str:
+        return f"SIP/2.0/{self.transport} {self.sent_by}{_format_params(self.params)}"
+
+
+_VIA_RE = re.compile(
+    rf"[ \t]*({_TOKEN})[ \t]*/[ \t]*({_TOKEN})[ \t]*/[ \t]*({_TOKEN})[ \t]+"
+    r"(\[[0-9A-Fa-f:.]*\]|[A-Za-z0-9_.\-]+)(?:[ \t]*:[ \t]*([0-9]+))?"
+)
+
+
+def parse_via(text: str) -> Via:
+    """One via-parm (a single comma-separated item of a Via header)."""
+    found = _VIA_RE.match(text)
+    if found is None:
+        raise SipParseError(f"malformed Via {text[:60]!r}")
+    protocol, version, transport, host, port = found.groups()
+    if protocol.upper() != "SIP" or version != "2.0":
+        raise SipParseError(f"Via protocol {protocol}/{version} is not SIP/2.0")
+    if host.startswith("["):
+        host = host[1:-1]
+    return Via(
+        transport.upper(),
+        _check_host(host, "Via"),
+        None if port is None else _port(port, "Via"),
+        _parse_params(text, found.end(), "Via"),
+    )
+
+
+_CSEQ_RE = re.compile(rf"[ \t]*([0-9]{{1,10}})[ \t]+({_TOKEN})[ \t]*")
+
+
+def parse_cseq(text: str) -> tuple[int, str]:
+    found = _CSEQ_RE.fullmatch(text)
+    if found is None or int(found.group(1)) > 2**31 - 1:
+        raise SipParseError(f"invalid CSeq {text[:40]!r}")
+    return int(found.group(1)), found.group(2)
+
+
+@dataclass(frozen=True, slots=True)
+class WarningValue:
+    code: int
+    agent: str
+    text: str
+
+    def __str__(self) -> str:
+        return f"{self.code} {self.agent} {_quote(self.text)}"
+
+
+_WARNING_RE = re.compile(rf"[ \t]*([0-9]{{3}})[ \t]+([^\s\"]+)[ \t]+({_QUOTED})[ \t]*", re.S)
+
+
+def parse_warning(text: str) -> WarningValue:
+    found = _WARNING_RE.fullmatch(text)
+    if found is None:
+        raise SipParseError(f"invalid Warning {text[:60]!r}")
+    return WarningValue(int(found.group(1)), found.group(2), _unquote(found.group(3)))
+
+
+# --- building messages -----------------------------------------------------------------------
+
+REASON_PHRASES: dict[int, str] = {
+    100: "Trying", 180: "Ringing", 181: "Call Is Being Forwarded", 182: "Queued",
+    183: "Session Progress", 200: "OK", 202: "Accepted", 300: "Multiple Choices",
+    301: "Moved Permanently", 302: "Moved Temporarily", 305: "Use Proxy",
+    380: "Alternative Service", 400: "Bad Request", 401: "Unauthorized",
+    402: "Payment Required", 403: "Forbidden", 404: "Not Found", 405: "Method Not Allowed",
+    406: "Not Acceptable", 407: "Proxy Authentication Required", 408: "Request Timeout",
+    410: "Gone", 413: "Request Entity Too Large", 414: "Request-URI Too Long",
+    415: "Unsupported Media Type", 416: "Unsupported URI Scheme", 420: "Bad Extension",
+    421: "Extension Required", 423: "Interval Too Brief", 430: "Flow Failed",
+    439: "First Hop Lacks Outbound Support", 480: "Temporarily Unavailable",
+    481: "Call/Transaction Does Not Exist", 482: "Loop Detected", 483: "Too Many Hops",
+    484: "Address Incomplete", 485: "Ambiguous", 486: "Busy Here", 487: "Request Terminated",
+    488: "Not Acceptable Here", 491: "Request Pending", 493: "Undecipherable",
+    500: "Server Internal Error", 501: "Not Implemented", 502: "Bad Gateway",
+    503: "Service Unavailable", 504: "Server Time-out", 505: "Version Not Supported",
+    513: "Message Too Large", 600: "Busy Everywhere", 603: "Decline",
+    604: "Does Not Exist Anywhere", 606: "Not Acceptable",
+}  # fmt: skip
+
+BRANCH_MAGIC_COOKIE = "z9hG4bK"
+
+
+def new_branch() -> str:
+    return BRANCH_MAGIC_COOKIE + secrets.token_hex(10)
+
+
+def new_tag() -> str:
+    return secrets.token_hex(6)
+
+
+def new_call_id(host: str) -> str:
+    return f"{secrets.token_hex(12)}@{host}"
+
+
+def response_to(request: Request, status: int, reason: str | None = None) -> Response:
+    """RFC 3261 §8.2.6.2: a response carrying the request's Via, From, To, Call-ID, CSeq."""
+    headers = Headers(
+        (name, value)
+        for name, value in request.headers
+        if name in ("Via", "From", "To", "Call-ID", "CSeq")
+    )
+    to = request.headers.get("To")
+    if to is not None and status > 100 and parse_name_addr(to).tag is None:
+        headers.set("To", f"{to};tag={new_tag()}")
+    return Response(
+        status, REASON_PHRASES.get(status, "Unknown") if reason is None else reason, headers
+    )

@@ -1,0 +1,257 @@
+"""asyncio shells that move SIP messages over UDP, TCP and TLS, and nothing more.
+
+The owner of a :class:`SipTransport` (a registrar or an endpoint) sees three things:
+a message arrived on a flow, a bad message arrived on a flow, a flow closed. A flow is one
+connection (TCP/TLS) or one remote address (UDP). A lost connection is reported as soon as
+the kernel tells us (FIN or RST), which is what lets an endpoint fail over at once when a
+peer dies.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import ssl
+from dataclasses import dataclass
+from typing import Literal, Protocol, cast
+
+from emulator.sip.framing import KeepAlive, StreamFramer
+from emulator.sip.message import DEFAULT_LIMITS, Limits, Message, SipParseError, parse_message
+
+TransportName = Literal["udp", "tcp", "tls"]
+Address = tuple[str, int]
+
+# RFC 5626 §3.5.1: a CRLF "pong" answers a double-CRLF "ping" on a stream.
+PONG = b"\r\n"
+
+
+@dataclass(frozen=True, slots=True)
+class Flow:
+    transport: TransportName
+    local: Address
+    remote: Address
+
+    @property
+    def reliable(self) -> bool:
+        return self.transport != "udp"
+
+    def __str__(self) -> str:
+        return f"{self.transport} {_fmt(self.local)}->{_fmt(self.remote)}"
+
+
+def _fmt(addr: Address) -> str:
+    host, port = addr
+    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+
+
+class TransportUser(Protocol):
+    def message_received(self, message: Message, flow: Flow) -> None: ...
+
+    def bad_message(self, flow: Flow, error: str) -> None: ...
+
+    def flow_closed(self, flow: Flow, reason: str) -> None: ...
+
+
+def _address(sockname: object) -> Address:
+    # IPv6 socknames carry flowinfo and scope id; a flow only needs host and port.
+    host, port = sockname[:2]  # type: ignore[index]
+    return (str(host), int(port))
+
+
+class _StreamProtocol(asyncio.Protocol):
+    def __init__(self, owner: SipTransport, transport_name: TransportName) -> None:
+        self._owner = owner
+        self._name: TransportName = transport_name
+        self._framer = StreamFramer(owner.limits)
+        self._transport: asyncio.Transport | None = None
+        self._closing_locally = False
+        self.flow: Flow | None = None
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        # uvloop's transports implement the interface without subclassing asyncio's classes.
+        self._transport = cast(asyncio.Transport, transport)
+        self.flow = Flow(
+            self._name,
+            _address(transport.get_extra_info("sockname")),
+            _address(transport.get_extra_info("peername")),
+        )
+        self._owner._streams[self.flow] = self
+
+    def data_received(self, data: bytes) -> None:
+        assert self.flow is not None
+        assert self._transport is not None
+        try:
+            items = self._framer.feed(data)
+        except SipParseError as exc:
+            self._owner.user.bad_message(self.flow, str(exc))
+            self.close()
+            return
+        for item in items:
+            if item is KeepAlive.PING:
+                self._transport.write(PONG)
+            elif isinstance(item, KeepAlive):
+                continue
+            else:
+                self._owner.user.message_received(item, self.flow)
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        if self.flow is None:
+            return
+        self._owner._streams.pop(self.flow, None)
+        if self._closing_locally:
+            reason = "closed locally"
+        elif exc is None:
+            reason = "closed by peer"
+        else:
+            reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
+        self._owner.user.flow_closed(self.flow, reason)
+
+    def send(self, data: bytes) -> bool:
+        if self._transport is None or self._transport.is_closing():
+            return False
+        self._transport.write(data)
+        return True
+
+    def close(self) -> None:
+        if self._transport is not None and not self._transport.is_closing():
+            self._closing_locally = True
+            self._transport.close()
+
+    def abort(self) -> None:
+        if self._transport is not None:
+            self._closing_locally = True
+            self._transport.abort()
+
+
+class _DatagramProtocol(asyncio.DatagramProtocol):
+    def __init__(self, owner: SipTransport) -> None:
+        self._owner = owner
+        self.transport: asyncio.DatagramTransport | None = None
+        self.local: Address = ("", 0)
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = cast(asyncio.DatagramTransport, transport)
+        self.local = _address(transport.get_extra_info("sockname"))
+
+    def datagram_received(self, data: bytes, addr: object) -> None:
+        flow = Flow("udp", self.local, _address(addr))
+        if not data.strip(b"\r\n"):
+            return  # a UDP keep-alive carries no message
+        try:
+            message = parse_message(data, self._owner.limits)
+        except SipParseError as exc:
+            self._owner.user.bad_message(flow, str(exc))
+            return
+        self._owner.user.message_received(message, flow)
+
+    def error_received(self, exc: Exception) -> None:
+        # ICMP errors on an unconnected socket cannot be tied to a flow; transaction timers
+        # are what notice an unreachable UDP peer.
+        pass
+
+
+class SipTransport:
+    """Owns one process's SIP sockets: listeners, outgoing connections and UDP sockets."""
+
+    def __init__(self, user: TransportUser, limits: Limits = DEFAULT_LIMITS) -> None:
+        self.user = user
+        self.limits = limits
+        self._servers: list[asyncio.Server] = []
+        self._streams: dict[Flow, _StreamProtocol] = {}
+        self._datagrams: dict[Address, _DatagramProtocol] = {}
+
+    async def listen(
+        self,
+        transport: TransportName,
+        host: str,
+        port: int,
+        ssl_context: ssl.SSLContext | None = None,
+    ) -> Address:
+        """Start a listener; returns the bound address. OSError propagates to the caller."""
+        loop = asyncio.get_running_loop()
+        if transport == "udp":
+            _, proto = await loop.create_datagram_endpoint(
+                lambda: _DatagramProtocol(self), local_addr=(host, port)
+            )
+            self._datagrams[proto.local] = proto
+            return proto.local
+        if transport == "tls" and ssl_context is None:
+            raise ValueError("a TLS listener needs an SSL context")
+        name: TransportName = transport
+        server = await loop.create_server(
+            lambda: _StreamProtocol(self, name),
+            host,
+            port,
+            ssl=ssl_context if transport == "tls" else None,
+            reuse_address=True,
+        )
+        self._servers.append(server)
+        return _address(server.sockets[0].getsockname())
+
+    async def open_udp(self, host: str, port: int = 0) -> Address:
+        """A UDP socket for sending requests from ``host`` (an endpoint's own address)."""
+        return await self.listen("udp", host, port)
+
+    async def connect(
+        self,
+        transport: TransportName,
+        remote: Address,
+        *,
+        local_host: str,
+        ssl_context: ssl.SSLContext | None = None,
+        timeout: float = 5.0,
+    ) -> Flow:
+        """Open a connection (TCP/TLS), or name a flow from our UDP socket on ``local_host``."""
+        if transport == "udp":
+            for local, proto in self._datagrams.items():
+                if local[0] == local_host:
+                    return Flow("udp", proto.local, remote)
+            local = await self.open_udp(local_host)
+            return Flow("udp", local, remote)
+        loop = asyncio.get_running_loop()
+        name: TransportName = transport
+        async with asyncio.timeout(timeout):
+            _, proto = await loop.create_connection(
+                lambda: _StreamProtocol(self, name),
+                remote[0],
+                remote[1],
+                local_addr=(local_host, 0),
+                ssl=ssl_context if transport == "tls" else None,
+                server_hostname="" if transport == "tls" else None,
+            )
+        assert proto.flow is not None
+        return proto.flow
+
+    def send(self, flow: Flow, data: bytes) -> bool:
+        """Send on a flow; False when the flow no longer exists (the caller treats it as lost)."""
+        if flow.transport == "udp":
+            proto = self._datagrams.get(flow.local)
+            if proto is None or proto.transport is None or proto.transport.is_closing():
+                return False
+            proto.transport.sendto(data, flow.remote)
+            return True
+        stream = self._streams.get(flow)
+        return stream is not None and stream.send(data)
+
+    def has_flow(self, flow: Flow) -> bool:
+        return flow.transport == "udp" or flow in self._streams
+
+    def close_flow(self, flow: Flow) -> None:
+        stream = self._streams.get(flow)
+        if stream is not None:
+            stream.close()
+
+    async def close(self) -> None:
+        for server in self._servers:
+            server.close()
+        for stream in list(self._streams.values()):
+            stream.abort()
+        for proto in self._datagrams.values():
+            if proto.transport is not None:
+                proto.transport.close()
+        for server in self._servers:
+            with contextlib.suppress(Exception):
+                async with asyncio.timeout(2):
+                    await server.wait_closed()
+        self._servers.clear()
+        self._datagrams.clear()

@@ -1,0 +1,102 @@
+"""Where running labs are found: one state file per lab, so the CLI needs no addresses.
+
+``<state dir>/<lab name>/lab.json`` names the supervisor's PID and its control-plane URL; the
+directory also holds the lab's ``events.jsonl`` and, for a detached lab, ``supervisor.log``.
+The state dir is ``$SIPLAB_STATE_DIR``, else ``$XDG_STATE_HOME/siplab``, else
+``~/.local/state/siplab``.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+
+class LabNotFound(Exception):
+    """No (or no single) running lab matches; ``str()`` says what to do."""
+
+
+@dataclass(frozen=True, slots=True)
+class LabHandle:
+    name: str
+    pid: int
+    control: str  # http://127.0.0.1:PORT
+    run_dir: str
+    started: float
+
+
+def state_dir() -> Path:
+    explicit = os.environ.get("SIPLAB_STATE_DIR")
+    if explicit:
+        return Path(explicit)
+    xdg = os.environ.get("XDG_STATE_HOME")
+    base = Path(xdg) if xdg else Path.home() / ".local" / "state"
+    return base / "siplab"
+
+
+def run_dir(name: str) -> Path:
+    return state_dir() / name
+
+
+def write_handle(handle: LabHandle) -> None:
+    path = run_dir(handle.name) / "lab.json"
+    tmp = path.with_suffix(".tmp")
+    tmp.write_text(json.dumps(asdict(handle)), encoding="utf-8")
+    tmp.replace(path)  # readers never see half a file
+
+
+def remove_handle(name: str) -> None:
+    (run_dir(name) / "lab.json").unlink(missing_ok=True)
+
+
+def pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    try:
+        cmdline = Path(f"/proc/{pid}/cmdline").read_bytes()
+    except OSError:
+        return True  # no /proc: trust the signal check
+    # A recycled PID belongs to some other program; ours runs the siplab CLI.
+    return b"siplab" in cmdline or b"emulator" in cmdline
+
+
+def read_handle(name: str) -> LabHandle | None:
+    path = run_dir(name) / "lab.json"
+    try:
+        handle = LabHandle(**json.loads(path.read_text(encoding="utf-8")))
+    except (OSError, ValueError, TypeError):
+        return None
+    if not pid_alive(handle.pid):
+        path.unlink(missing_ok=True)  # the supervisor died without cleaning up
+        return None
+    return handle
+
+
+def running_labs() -> list[LabHandle]:
+    root = state_dir()
+    if not root.is_dir():
+        return []
+    handles = [read_handle(entry.name) for entry in sorted(root.iterdir()) if entry.is_dir()]
+    return [h for h in handles if h is not None]
+
+
+def find_lab(name: str | None) -> LabHandle:
+    labs = running_labs()
+    if name is not None:
+        for handle in labs:
+            if handle.name == name:
+                return handle
+        others = f" (running: {', '.join(h.name for h in labs)})" if labs else ""
+        raise LabNotFound(f"no lab named {name!r} is running{others}")
+    if not labs:
+        raise LabNotFound("no lab is running; start one with 'siplab up' (or 'siplab up --detach')")
+    if len(labs) > 1:
+        names = ", ".join(h.name for h in labs)
+        raise LabNotFound(f"several labs are running ({names}); pick one with --lab NAME")
+    return labs[0]

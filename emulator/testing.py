@@ -1,0 +1,162 @@
+"""Driving a lab from a test: start it detached, wait on its events, break it, tear it down.
+
+Used by siplab's own integration tests and offered to users' pytest runs through the
+``siplab_lab`` fixture (``emulator.pytest_plugin``). Every wait is bounded and reads the event
+stream; nothing here sleeps to let something happen.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from emulator.client import LabClient
+from emulator.state import LabHandle
+
+Event = dict[str, Any]
+
+
+class LabFailure(AssertionError):
+    """The lab did not do what the test waited for; the message says what was seen."""
+
+
+class RunningLab:
+    def __init__(self, name: str, state_dir: Path, lab_file: Path) -> None:
+        self.name = name
+        self.state_dir = state_dir
+        self.lab_file = lab_file
+        self.up_output = ""
+        self._handle: LabHandle | None = None
+
+    # -- lifecycle --------------------------------------------------------------------
+
+    def env(self) -> dict[str, str]:
+        return {**os.environ, "SIPLAB_STATE_DIR": str(self.state_dir)}
+
+    def siplab(self, *args: str, timeout: float = 60.0) -> subprocess.CompletedProcess[str]:
+        """Run the real CLI against this lab, as a user would."""
+        return subprocess.run(
+            [sys.executable, "-m", "emulator.cli", *args],
+            env=self.env(),
+            capture_output=True,
+            text=True,
+            timeout=timeout,
+            check=False,
+        )
+
+    def up(self, timeout: float = 30.0) -> None:
+        result = self.siplab(
+            "up", "--detach", "--timeout", str(timeout), str(self.lab_file), timeout=timeout + 60
+        )
+        self.up_output = result.stdout + result.stderr
+        if result.returncode != 0:
+            raise LabFailure(f"siplab up --detach failed ({result.returncode}):\n{self.up_output}")
+
+    @property
+    def handle(self) -> LabHandle:
+        if self._handle is None:
+            path = self.state_dir / self.name / "lab.json"
+            self._handle = LabHandle(**json.loads(path.read_text()))
+        return self._handle
+
+    @property
+    def client(self) -> LabClient:
+        return LabClient(self.handle, timeout=30.0)
+
+    def down(self) -> None:
+        if not (self.state_dir / self.name / "lab.json").exists():
+            return
+        result = self.siplab("down", "--lab", self.name)
+        if result.returncode != 0:
+            raise LabFailure(f"siplab down failed: {result.stdout}{result.stderr}")
+
+    # -- looking ----------------------------------------------------------------------
+
+    def status(self) -> dict[str, Any]:
+        result: dict[str, Any] = self.client.get("/status")
+        return result
+
+    def endpoint(self, name: str | None = None) -> dict[str, Any]:
+        endpoints = self.status()["endpoints"]
+        for endpoint in endpoints:
+            if name is None or endpoint["name"] == name or endpoint["uri"] == name:
+                return dict(endpoint)
+        raise LabFailure(f"no endpoint {name!r}")
+
+    def peer_at(self, registrar: str) -> str:
+        """The name of the peer listening at ``ip:port``."""
+        host = registrar.rsplit(":", 1)[0].strip("[]")
+        for peer in self.status()["peers"]:
+            if peer["address"] == host:
+                return str(peer["name"])
+        raise LabFailure(f"no peer at {registrar}")
+
+    def events(self, since: int = 0) -> list[Event]:
+        return list(self.client.stream_events(since=since, follow=False))
+
+    def next_seq(self) -> int:
+        events = self.events()
+        return int(events[-1]["seq"]) + 1 if events else 0
+
+    def pids(self) -> set[int]:
+        """Every process this lab started, plus the supervisor."""
+        pids = {int(e["pid"]) for e in self.events() if e["kind"] == "process.started"}
+        return pids | {self.handle.pid}
+
+    def wait_for(
+        self,
+        predicate: Callable[[Event], bool],
+        *,
+        since: int = 0,
+        timeout: float = 30.0,
+        what: str = "the event",
+    ) -> Event:
+        """The first event from ``since`` on that satisfies ``predicate``, within ``timeout``."""
+        deadline = time.monotonic() + timeout
+        seen: list[str] = []
+        url = f"{self.handle.control}/events?since={since}&follow=1"
+        try:
+            with urllib.request.urlopen(url, timeout=timeout) as response:
+                for raw in response:
+                    event = json.loads(raw)
+                    if predicate(event):
+                        return event
+                    seen.append(f"{event['component']} {event['kind']}")
+                    if time.monotonic() > deadline:
+                        break
+        except (TimeoutError, urllib.error.URLError):
+            pass
+        tail = "\n  ".join(seen[-15:])
+        raise LabFailure(f"no {what} within {timeout:g} s; last events:\n  {tail}")
+
+
+def write_lab(path: Path, lab: dict[str, Any]) -> Path:
+    path.write_text(yaml.safe_dump(lab, sort_keys=False), encoding="utf-8")
+    return path
+
+
+@contextmanager
+def running_lab(
+    lab: dict[str, Any], workdir: Path, *, timeout: float = 30.0
+) -> Iterator[RunningLab]:
+    """Start ``lab`` (a lab-file mapping) detached; always stop it, even if the test fails."""
+    state_dir = workdir / "state"
+    state_dir.mkdir(parents=True, exist_ok=True)
+    lab_file = write_lab(workdir / f"{lab['name']}.yaml", lab)
+    running = RunningLab(lab["name"], state_dir, lab_file)
+    try:
+        running.up(timeout=timeout)
+        yield running
+    finally:
+        running.down()

@@ -1,0 +1,51 @@
+"""``python -m endpoint``: one RoomOS-like SIP endpoint that registers and fails over via DNS."""
+
+from __future__ import annotations
+
+import click
+
+from emulator.component_cli import build_config, config_json_option, control_option, run
+from endpoint.agent import serve
+from endpoint.config import EndpointConfig
+
+
+@click.command(context_settings={"help_option_names": ["-h", "--help"]})
+@config_json_option
+@click.option("--name", help="Name used in events (default: the URI).")
+@click.option("--uri", help="AOR, e.g. 1001@uctest.local.")
+@click.option("--proxy", help="Proxy address: a domain (SRV), a cluster name (A) or an IP.")
+@click.option("--transport", type=click.Choice(["tcp", "udp", "tls", "auto"]), help="Default tcp.")
+@click.option("--address", help="The endpoint's own address, e.g. 127.0.0.101.")
+@click.option("--dns", "dns", multiple=True, help="DNS server ip:port (repeatable).")
+@click.option("--expires", type=int, help="Expiry to ask for (default 3600).")
+@control_option
+def main(
+    config_json: str | None,
+    name: str | None,
+    uri: str | None,
+    proxy: str | None,
+    transport: str | None,
+    address: str | None,
+    dns: tuple[str, ...],
+    expires: int | None,
+    control: str,
+) -> None:
+    """Register an endpoint through RFC 3263 DNS lookups, and re-register on failure."""
+    config = build_config(
+        EndpointConfig,
+        config_json,
+        {
+            "name": name or uri,
+            "uri": uri,
+            "proxy": proxy,
+            "transport": transport,
+            "address": address,
+            "dns": list(dns) or None,
+            "expires": expires,
+        },
+    )
+    run(config.name, lambda ctx: serve(config, ctx), control)
+
+
+if __name__ == "__main__":
+    main()

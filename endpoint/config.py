@@ -1,0 +1,90 @@
+"""An endpoint's settings: the RoomOS ``SIP`` configuration that matters for registration."""
+
+from __future__ import annotations
+
+from ipaddress import IPv4Address, IPv6Address, ip_address
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+
+from endpoint.locator import parse_proxy
+
+
+class EndpointConfig(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    name: str = Field(min_length=1, pattern=r"^[A-Za-z0-9][A-Za-z0-9_.@-]*$")
+    uri: str = Field(description="AOR as RoomOS shows it: user@domain")
+    proxy: str = Field(description="Proxy[1] Address: a domain (SRV), a name (A), or an IP")
+    transport: Literal["tcp", "udp", "tls", "auto"] = "tcp"
+    tls_verify: bool = False
+    address: IPv4Address | IPv6Address = Field(description="the endpoint's own address")
+    dns: list[str] = Field(min_length=1, description="DNS servers as ip:port")
+    expires: int = Field(default=3600, ge=1, description="expiry asked for; the registrar decides")
+    # Refresh when this share of the granted expiry has passed (60 s granted -> refresh at 54 s).
+    refresh_ratio: float = Field(default=0.9, gt=0, lt=1)
+    t1: float = Field(default=0.5, gt=0, le=10)
+    # RFC 5626 §4.5 flow-recovery backoff when every target has failed: base * 2^n, capped,
+    # times a random factor in [0.5, 1].
+    retry_base: float = Field(default=30.0, gt=0)
+    retry_max: float = Field(default=1800.0, gt=0)
+    # A target that failed is passed over for this long, so a dead peer is not retried first.
+    failed_memory: float = Field(default=60.0, ge=0)
+
+    @field_validator("uri")
+    @classmethod
+    def _check_uri(cls, value: str) -> str:
+        value = value.removeprefix("sip:")
+        user, sep, domain = value.partition("@")
+        if not sep or not user or not domain:
+            raise ValueError("uri must look like user@domain, e.g. 1001@uctest.local")
+        return value
+
+    @field_validator("proxy")
+    @classmethod
+    def _check_proxy(cls, value: str) -> str:
+        parse_proxy(value)
+        return value
+
+    @field_validator("dns")
+    @classmethod
+    def _check_dns(cls, value: list[str]) -> list[str]:
+        for server in value:
+            parse_host_port(server)
+        return value
+
+    @model_validator(mode="after")
+    def _check_retry(self) -> EndpointConfig:
+        if self.retry_base > self.retry_max:
+            raise ValueError("retry_base must not exceed retry_max")
+        return self
+
+    @property
+    def domain(self) -> str:
+        return self.uri.partition("@")[2]
+
+    def dns_servers(self) -> list[tuple[str, int]]:
+        return [parse_host_port(server) for server in self.dns]
+
+
+def parse_host_port(text: str, default_port: int = 53) -> tuple[str, int]:
+    """``127.0.0.10:1053``, ``[::1]:1053`` or a bare address."""
+    host, port = text, default_port
+    if text.startswith("["):
+        host, _, rest = text[1:].partition("]")
+        if rest:
+            port = _port(rest.removeprefix(":"), text)
+    elif text.count(":") == 1:
+        host, _, port_text = text.partition(":")
+        port = _port(port_text, text)
+    try:
+        ip_address(host)
+    except ValueError:
+        raise ValueError(f"{text!r} is not an ip:port address") from None
+    return host, port
+
+
+def _port(text: str, whole: str) -> int:
+    if not text.isdigit() or not 0 < int(text) < 65536:
+        raise ValueError(f"{whole!r} has a bad port")
+    return int(text)

@@ -1,0 +1,92 @@
+"""The registrar's asyncio shell: sockets in, the sans-I/O core in the middle, sockets out."""
+
+from __future__ import annotations
+
+import asyncio
+
+from emulator.component import ComponentContext, ComponentStartError
+from emulator.rearm import Rearm
+from emulator.sip.message import Message
+from emulator.sip.transport import Flow, SipTransport, TransportName
+from registrar.config import RegistrarConfig
+from registrar.core import RegistrarCore
+from registrar.tls import server_context
+
+
+class RegistrarServer:
+    def __init__(self, config: RegistrarConfig, ctx: ComponentContext) -> None:
+        self.config = config
+        self.ctx = ctx
+        self.core = RegistrarCore(config, ctx.emitter)
+        self.transport = SipTransport(self)
+        self._timer = Rearm(self._on_timer)
+        self._loop = asyncio.get_running_loop()
+
+    # TransportUser
+    def message_received(self, message: Message, flow: Flow) -> None:
+        self.core.receive(message, flow, self._loop.time())
+        self._pump()
+
+    def bad_message(self, flow: Flow, error: str) -> None:
+        self.ctx.emit("sip.bad_message", flow=str(flow), error=error)
+
+    def flow_closed(self, flow: Flow, reason: str) -> None:
+        self.ctx.emit("transport.closed", flow=str(flow), reason=reason)
+
+    def _pump(self) -> None:
+        for flow, data in self.core.pop_outgoing():
+            self.transport.send(flow, data)
+        self._timer.arm(self.core.next_timer())
+
+    def _on_timer(self) -> None:
+        self.core.handle_timer(self._loop.time())
+        self._pump()
+
+    async def start(self) -> list[str]:
+        host = str(self.config.address)
+        listeners: list[tuple[TransportName, int | None]] = [
+            ("udp", self.config.udp_port),
+            ("tcp", self.config.tcp_port),
+            ("tls", self.config.tls_port),
+        ]
+        bound: list[str] = []
+        for name, port in listeners:
+            if port is None:
+                continue
+            context = server_context(host) if name == "tls" else None
+            try:
+                await self.transport.listen(name, host, port, context)
+            except OSError as exc:
+                await self.transport.close()
+                reason = exc.strerror or str(exc)
+                raise ComponentStartError(
+                    f"cannot listen on {host}:{port}/{name}: {reason}"
+                ) from None
+            bound.append(f"{name}:{port}")
+        return bound
+
+    def set_maintenance(self, args: dict[str, object]) -> dict[str, object]:
+        on = args.get("on")
+        if not isinstance(on, bool):
+            raise ValueError("maintenance needs {'on': true|false}")
+        self.core.set_maintenance(on)
+        return {"maintenance": self.core.maintenance}
+
+
+async def serve(config: RegistrarConfig, ctx: ComponentContext) -> None:
+    server = RegistrarServer(config, ctx)
+    listeners = await server.start()
+    ctx.on_command("maintenance", server.set_maintenance)
+    ctx.on_command("status", lambda _args: server.core.status(server._loop.time()))
+    ctx.emit(
+        "ready",
+        address=str(config.address),
+        listeners=listeners,
+        domains=config.domains,
+        maintenance=server.core.maintenance,
+    )
+    try:
+        await ctx.stopping.wait()
+    finally:
+        server._timer.cancel()
+        await server.transport.close()

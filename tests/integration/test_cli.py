@@ -1,0 +1,216 @@
+"""The ``siplab`` commands a user types, against real labs."""
+
+from __future__ import annotations
+
+import json
+import os
+import selectors
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+
+from emulator.testing import RunningLab, write_lab
+from tests.integration.conftest import allocate_prefix, assert_lab_gone, lab_dict, started_pids
+
+pytestmark = pytest.mark.integration
+
+
+def siplab(state_dir: Path, *args: str, timeout: float = 60) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "emulator.cli", *args],
+        env={**os.environ, "SIPLAB_STATE_DIR": str(state_dir)},
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        check=False,
+    )
+
+
+def test_status_json_has_the_documented_shape(make_lab: Callable[..., RunningLab]) -> None:
+    lab = make_lab()
+    result = lab.siplab("status", "--json")
+    assert result.returncode == 0, result.stderr
+    status = json.loads(result.stdout)
+    assert status["dns"]["address"].endswith(":1053")
+    assert [p["name"] for p in status["peers"]] == ["exp1", "exp2"]
+    for peer in status["peers"]:
+        assert {"name", "address", "state", "registrations"} <= peer.keys()
+        assert peer["state"] == "active"
+    (endpoint,) = status["endpoints"]
+    assert {"uri", "state", "registrar", "transport"} <= endpoint.keys()
+    assert endpoint["uri"] == "1001@uctest.local"
+    assert endpoint["state"] == "Registered"
+    assert endpoint["transport"] == "TCP"
+    host, port = endpoint["registrar"].rsplit(":", 1)
+    assert port == "5060"
+    registered_peer = next(p for p in status["peers"] if p["address"] == host)
+    assert registered_peer["registrations"] == 1
+
+    table = lab.siplab("status")
+    assert table.returncode == 0
+    assert "Registered" in table.stdout
+    assert "exp1" in table.stdout
+
+
+def test_maintenance_kill_and_start_change_the_peer_state(
+    make_lab: Callable[..., RunningLab],
+) -> None:
+    lab = make_lab()
+
+    def peer_state(name: str) -> str:
+        return next(p["state"] for p in lab.status()["peers"] if p["name"] == name)
+
+    assert lab.siplab("maintenance", "exp2", "on").returncode == 0
+    assert peer_state("exp2") == "maintenance"
+    assert lab.siplab("maintenance", "exp2", "off").returncode == 0
+    assert peer_state("exp2") == "active"
+
+    seq = lab.next_seq()
+    killed = lab.siplab("kill", "exp2")
+    assert killed.returncode == 0, killed.stderr
+    exited = lab.wait_for(
+        lambda e: e["component"] == "exp2" and e["kind"] == "process.exited",
+        since=seq,
+        timeout=10,
+        what="exp2 exit",
+    )
+    assert exited["signal"] == "SIGKILL"
+    assert peer_state("exp2") == "stopped"
+
+    started = lab.siplab("start", "exp2")
+    assert started.returncode == 0, started.stderr
+    assert peer_state("exp2") == "active"
+    again = lab.siplab("start", "exp2")
+    assert again.returncode != 0
+    assert "already running" in again.stderr
+
+
+def test_control_errors_are_one_line(make_lab: Callable[..., RunningLab]) -> None:
+    lab = make_lab()
+    for args, expected in [
+        (("maintenance", "nosuch", "on"), "'nosuch' is not a peer"),
+        (("kill", "nosuch"), "no component named 'nosuch'"),
+        (("maintenance", "exp1", "maybe"), "Invalid value"),
+    ]:
+        result = lab.siplab(*args)
+        assert result.returncode != 0
+        assert expected in result.stderr
+        assert "Traceback" not in result.stderr
+
+
+@pytest.mark.parametrize(
+    ("content", "expected"),
+    [
+        ("peers: [{name: exp1, address: 127.0.0.300}]\n", "peers[0].address"),
+        ("peers: []\n", "peers"),
+        ("peers: [{name: a, address: 127.0.9.1}]\nendpoints: [{uri: nodomain}]\n", "endpoints[0]"),
+        ("peers: [{name: a, address: 127.0.9.1}]\nbogus: 1\n", "bogus"),
+        ("peers: [\n", "not valid YAML"),
+        (
+            "peers: [{name: a, address: 127.0.9.1}]\n"
+            "dns: {records: [{name: _sip._tcp, type: SRV, data: '10 10 x'}]}\n",
+            "dns.records[0]",
+        ),
+        ("- just\n- a list\n", "must be a YAML mapping"),
+    ],
+)
+def test_invalid_lab_file_gets_one_line(tmp_path: Path, content: str, expected: str) -> None:
+    lab_file = tmp_path / "lab.yaml"
+    lab_file.write_text(content)
+    result = siplab(tmp_path / "state", "up", "--detach", str(lab_file))
+    assert result.returncode != 0
+    assert expected in result.stderr
+    assert "Traceback" not in result.stderr
+    assert len(result.stderr.strip().splitlines()) == 1, result.stderr
+    assert not (tmp_path / "state").exists() or not list((tmp_path / "state").glob("*/lab.json"))
+
+
+def test_missing_lab_file_and_no_running_lab(tmp_path: Path) -> None:
+    missing = siplab(tmp_path, "up", str(tmp_path / "nope.yaml"))
+    assert missing.returncode != 0
+    assert "cannot read lab file" in missing.stderr
+    for command in (("status",), ("down",), ("kill", "exp1")):
+        result = siplab(tmp_path, *command)
+        assert result.returncode != 0
+        assert "no lab is running" in result.stderr
+
+
+def test_two_labs_side_by_side(make_lab: Callable[..., RunningLab]) -> None:
+    one = make_lab()
+    two = make_lab()
+    assert one.state_dir != two.state_dir
+    for lab in (one, two):
+        assert lab.endpoint()["state"] == "Registered"
+    addresses = {one.status()["dns"]["address"], two.status()["dns"]["address"]}
+    assert len(addresses) == 2
+
+
+def test_several_labs_need_lab_option(tmp_path: Path) -> None:
+    state = tmp_path / "state"
+    labs = []
+    try:
+        for _ in range(2):
+            prefix = allocate_prefix()
+            name = f"t{prefix.replace('.', '-')}"
+            lab_file = write_lab(tmp_path / f"{name}.yaml", lab_dict(prefix, name, endpoints=[]))
+            result = siplab(state, "up", "--detach", str(lab_file))
+            assert result.returncode == 0, result.stderr
+            labs.append((name, prefix, RunningLab(name, state, lab_file)))
+        ambiguous = siplab(state, "status")
+        assert ambiguous.returncode != 0
+        assert "pick one with --lab" in ambiguous.stderr
+        assert siplab(state, "status", "--lab", labs[0][0]).returncode == 0
+        listing = siplab(state, "labs")
+        assert all(name in listing.stdout for name, _, _ in labs)
+        again = siplab(state, "up", "--detach", str(labs[0][2].lab_file))
+        assert again.returncode != 0
+        assert "already running" in again.stderr
+    finally:
+        for name, prefix, lab in labs:
+            pids = started_pids(lab) | {lab.handle.pid}
+            siplab(state, "down", "--lab", name)
+            assert_lab_gone(lab, pids, prefix)
+
+
+def test_foreground_up_stops_everything_on_ctrl_c(tmp_path: Path) -> None:
+    prefix = allocate_prefix()
+    name = f"t{prefix.replace('.', '-')}"
+    lab_file = write_lab(tmp_path / "lab.yaml", lab_dict(prefix, name))
+    state = tmp_path / "state"
+    process = subprocess.Popen(
+        [sys.executable, "-m", "emulator.cli", "up", str(lab_file)],
+        env={**os.environ, "SIPLAB_STATE_DIR": str(state)},
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+    lab = RunningLab(name, state, lab_file)
+    output: list[str] = []
+    try:
+        assert process.stdout is not None
+        selector = selectors.DefaultSelector()
+        selector.register(process.stdout, selectors.EVENT_READ)
+        deadline = time.monotonic() + 30
+        while not any("is up" in line for line in output):
+            assert time.monotonic() < deadline, "".join(output)
+            if selector.select(timeout=deadline - time.monotonic()):
+                line = process.stdout.readline()
+                assert line, "siplab up exited early:\n" + "".join(output)
+                output.append(line)
+        assert any("Registered to" in line for line in output)
+        pids = started_pids(lab) | {process.pid}
+        process.send_signal(signal.SIGINT)
+        rest, _ = process.communicate(timeout=30)
+        output.append(rest)
+        assert process.returncode == 0, "".join(output)
+        assert f"lab {name!r} stopped" in rest
+        assert_lab_gone(lab, pids, prefix)
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.wait(timeout=10)
