@@ -9,12 +9,19 @@ own typed configuration derived from it (``dns_config``, ``registrar_config``,
 from __future__ import annotations
 
 from collections.abc import Callable
-from ipaddress import IPv4Address, IPv6Address, ip_address
+from ipaddress import IPv4Address, ip_address
 from pathlib import Path
 from typing import Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    IPvAnyAddress,
+    ValidationError,
+    model_validator,
+)
 
 from dnsserver.config import DnsServerConfig, RecordConfig, ZoneConfig
 from emulator.validation import ConfigError, describe
@@ -22,7 +29,6 @@ from endpoint.config import EndpointConfig
 from registrar.config import RegistrarConfig
 
 NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.@-]*$"
-IPAddress = IPv4Address | IPv6Address
 
 
 class _Model(BaseModel):
@@ -31,7 +37,7 @@ class _Model(BaseModel):
 
 class PeerSpec(_Model):
     name: str = Field(pattern=NAME_PATTERN)
-    address: IPAddress
+    address: IPvAnyAddress
     udp_port: int | None = Field(default=5060, ge=1, le=65535)
     tcp_port: int | None = Field(default=5060, ge=1, le=65535)
     tls_port: int | None = Field(default=5061, ge=1, le=65535)
@@ -39,7 +45,7 @@ class PeerSpec(_Model):
 
 
 class DnsSpec(_Model):
-    address: IPAddress = IPv4Address("127.0.0.10")
+    address: IPvAnyAddress = IPv4Address("127.0.0.10")
     port: int = Field(default=1053, ge=1, le=65535)
     ttl: int = Field(default=60, ge=0, description="TTL of the generated records (seed: <= 60)")
     # The seed's round-robin name for option 2: one A record per peer.
@@ -61,7 +67,7 @@ class EndpointSpec(_Model):
     name: str | None = Field(default=None, pattern=NAME_PATTERN)
     proxy: str | None = Field(default=None, description="default: the lab's domain (SRV)")
     transport: Literal["tcp", "udp", "tls", "auto"] = "tcp"
-    address: IPAddress | None = None
+    address: IPvAnyAddress | None = None
     expires: int = Field(default=3600, ge=1)
     refresh_ratio: float = Field(default=0.9, gt=0, lt=1)
     t1: float = Field(default=0.5, gt=0, le=10)
@@ -77,7 +83,7 @@ class LabConfig(_Model):
     peers: list[PeerSpec] = Field(min_length=1)
     registrar: RegistrarSpec = RegistrarSpec()
     endpoints: list[EndpointSpec] = []
-    endpoint_base_address: IPAddress = IPv4Address("127.0.0.101")
+    endpoint_base_address: IPvAnyAddress = IPv4Address("127.0.0.101")
 
     @model_validator(mode="after")
     def _check(self) -> LabConfig:
@@ -229,7 +235,7 @@ def _derive(where: str, build: Callable[[], object]) -> None:
         raise ValueError(describe(exc, where)) from None
 
 
-def _a_type(address: IPAddress) -> Literal["A", "AAAA"]:
+def _a_type(address: IPvAnyAddress) -> Literal["A", "AAAA"]:
     return "A" if address.version == 4 else "AAAA"
 
 

@@ -19,6 +19,8 @@ def describe(exc: ValidationError, source: str) -> str:
     first = exc.errors()[0]
     path = ""
     for part in first["loc"]:
+        if isinstance(part, str) and ("[" in part or part.startswith("function-")):
+            continue  # pydantic's name for a union member, not a field the user wrote
         if isinstance(part, int):
             path += f"[{part}]"
         else:

@@ -2,10 +2,17 @@
 
 from __future__ import annotations
 
-from ipaddress import IPv4Address, IPv6Address, ip_address
+from ipaddress import ip_address
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    IPvAnyAddress,
+    field_validator,
+    model_validator,
+)
 
 from endpoint.locator import parse_proxy
 
@@ -18,7 +25,7 @@ class EndpointConfig(BaseModel):
     proxy: str = Field(description="Proxy[1] Address: a domain (SRV), a name (A), or an IP")
     transport: Literal["tcp", "udp", "tls", "auto"] = "tcp"
     tls_verify: bool = False
-    address: IPv4Address | IPv6Address = Field(description="the endpoint's own address")
+    address: IPvAnyAddress = Field(description="the endpoint's own address")
     dns: list[str] = Field(min_length=1, description="DNS servers as ip:port")
     expires: int = Field(default=3600, ge=1, description="expiry asked for; the registrar decides")
     # Refresh when this share of the granted expiry has passed (60 s granted -> refresh at 54 s).

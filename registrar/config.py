@@ -2,9 +2,7 @@
 
 from __future__ import annotations
 
-from ipaddress import IPv4Address, IPv6Address
-
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field, IPvAnyAddress, model_validator
 
 Port = int
 
@@ -13,7 +11,7 @@ class RegistrarConfig(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     name: str = Field(min_length=1, pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
-    address: IPv4Address | IPv6Address
+    address: IPvAnyAddress
     udp_port: Port | None = Field(default=5060, ge=1, le=65535)
     tcp_port: Port | None = Field(default=5060, ge=1, le=65535)
     tls_port: Port | None = Field(default=5061, ge=1, le=65535)

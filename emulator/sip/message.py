@@ -272,16 +272,19 @@ def parse_header_section(head: bytes, limits: Limits = DEFAULT_LIMITS) -> tuple[
         if line[:1] in (" ", "\t"):
             if not fields:
                 raise SipParseError("continuation line before the first header")
-            fields[-1][1] += " " + line.strip(_SP_HT)
+            # RFC 3261 §7.3.1: a fold is equivalent to a single space.
+            if fields[-1][1]:
+                fields[-1][1] += " "
+            fields[-1][1] += line.strip(_SP_HT)
             continue
         name, colon, value = line.partition(":")
-        name = name.rstrip(" \t")
+        name = name.rstrip(_SP_HT)
         if not colon or not _TOKEN_RE.fullmatch(name):
             raise SipParseError(f"malformed header line {line[:40]!r}")
         fields.append([name, value.strip(_SP_HT)])
         if len(fields) > limits.max_headers:
             raise SipParseError(f"more than {limits.max_headers} headers")
-    return lines[0], Headers((name, value.strip(_SP_HT)) for name, value in fields)
+    return lines[0], Headers((name, value) for name, value in fields)
 
 
 def content_length(headers: Headers, limits: Limits = DEFAULT_LIMITS) -> int | None:
@@ -305,7 +308,7 @@ def make_message(start_line: str, headers: Headers, body: bytes) -> Message:
         if status is None:
             raise SipParseError(f"malformed status line {start_line[:60]!r}")
         code = int(status.group(1))
-        if code < 100:
+        if not 100 <= code <= 699:
             raise SipParseError(f"status code {code} out of range")
         msg = Response(code, status.group(2) or "", headers, body)
     else:

@@ -50,9 +50,9 @@ SEEDS = [
 ]
 
 
-def never_raises_other(parse: Callable[[], object]) -> None:
+def never_raises_other(parse: Callable[..., object], *args: object) -> None:
     try:
-        parse()
+        parse(*args)
     except SipParseError as exc:
         message = str(exc)
         assert message
@@ -88,14 +88,14 @@ def mutated(draw: st.DrawFn) -> bytes:
 @FUZZ
 @given(st.binary(max_size=600))
 def test_random_bytes_parse_or_sip_parse_error(data: bytes) -> None:
-    never_raises_other(lambda: parse_message(data))
+    never_raises_other(parse_message, data)
 
 
 @FUZZ
 @given(mutated())
 def test_mutated_messages_parse_or_sip_parse_error(data: bytes) -> None:
-    never_raises_other(lambda: parse_message(data))
-    never_raises_other(lambda: parse_message(data, Limits(200, 150, 4)))
+    never_raises_other(parse_message, data)
+    never_raises_other(parse_message, data, Limits(200, 150, 4))
 
 
 @FUZZ
@@ -119,20 +119,24 @@ HEADER_TEXT = st.text(st.characters(codec="utf-8", exclude_characters="\r\n"), m
 @given(HEADER_TEXT)
 def test_header_value_parsers_only_raise_sip_parse_error(text: str) -> None:
     for parse in (parse_uri, parse_name_addr, parse_via, parse_cseq, parse_warning):
-        never_raises_other(lambda parse=parse: parse(text))  # type: ignore[misc]
+        never_raises_other(parse, text)
 
 
 # --- round trip ----------------------------------------------------------------------------
 
-TOKEN = st.from_regex(r"[A-Za-z0-9\-.!%*_+`'~]{1,12}", fullmatch=True)
-LABEL = st.from_regex(r"[a-z0-9]([a-z0-9\-]{0,8}[a-z0-9])?", fullmatch=True)
+# Plain alphabets rather than st.from_regex: ten times faster to draw.
+ALNUM = "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789"
+TOKEN = st.text(ALNUM + "-.!%*_+`'~", min_size=1, max_size=12)
+LABEL = st.builds(
+    "{}{}".format, st.text(ALNUM, min_size=1, max_size=8), st.sampled_from(["", "-x"])
+)
 HOST = st.one_of(
     st.lists(LABEL, min_size=1, max_size=3).map(".".join),
     st.ip_addresses(v=4).map(str),
     st.ip_addresses(v=6).map(lambda ip: f"[{ip}]"),
 )
 PORT = st.one_of(st.just(""), st.integers(1, 65535).map(lambda p: f":{p}"))
-USER = st.from_regex(r"[A-Za-z0-9\-_.!~*'()&=+$,;?/%]{1,12}", fullmatch=True)
+USER = st.text(ALNUM + "-_.!~*'()&=+$,;?/%", min_size=1, max_size=12)
 SIP_URI = st.builds(
     lambda scheme, user, host, port, params: f"{scheme}:{user}{host}{port}{params}",
     st.sampled_from(["sip", "sips"]),
@@ -141,20 +145,18 @@ SIP_URI = st.builds(
     PORT,
     st.lists(TOKEN, max_size=3).map(lambda ps: "".join(f";{p}" for p in ps)),
 )
+QUOTED = st.text(st.characters(codec="utf-8", exclude_characters='\r\n"\\'), max_size=10)
 HEADER_PARAMS = st.lists(
-    st.tuples(TOKEN, st.one_of(st.none(), TOKEN, st.from_regex(r'"[^"\\\r\n]{0,10}"', fullmatch=True))),  # noqa: E501
-    max_size=3,
+    st.tuples(TOKEN, st.one_of(st.none(), TOKEN, QUOTED.map('"{}"'.format))), max_size=3
 ).map(lambda ps: "".join(f";{k}" if v is None else f";{k}={v}" for k, v in ps))
 DISPLAY = st.one_of(
     st.just(""),
     st.lists(TOKEN, min_size=1, max_size=3).map(lambda ws: " ".join(ws) + " "),
-    st.text(st.characters(codec="utf-8", exclude_characters='\r\n"\\'), max_size=10).map(
-        lambda t: f'"{t}" '
-    ),
+    QUOTED.map('"{}" '.format),
 )
 NAME_ADDR = st.builds(lambda d, u, p: f"{d}<{u}>{p}", DISPLAY, SIP_URI, HEADER_PARAMS)
 VIA = st.builds(
-    lambda transport, host, port, params: f"SIP/2.0/{transport} {host}{port};branch=z9hG4bK{params}",  # noqa: E501
+    "SIP/2.0/{} {}{};branch=z9hG4bK{}".format,
     st.sampled_from(["UDP", "TCP", "TLS", "SCTP"]),
     HOST,
     PORT,

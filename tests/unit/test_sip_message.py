@@ -302,6 +302,7 @@ def test_max_forwards_is_never_required() -> None:
         (b"REGISTER a.b.c SIP/2.0\r\n\r\n", "invalid Request-URI"),
         (b"SIP/2.0 20 OK\r\n\r\n", "malformed status line"),
         (b"SIP/2.0 099 Low\r\n\r\n", "out of range"),
+        (b"SIP/2.0 700 High\r\n\r\n", "out of range"),
         (b"HTTP/1.1 200 OK\r\n\r\n", "unsupported SIP version"),
     ],
 )
