@@ -15,6 +15,7 @@ from dnsserver.names import BadName, NameKey, name_key, name_text, parse_name
 from dnsserver.rdata import MAX_TTL, RECORD_TYPES, BadRecord, ParsedRecord, rdata_text
 from dnsserver.zone import Zone
 from emulator.component import ComponentContext, ControlError
+from emulator.events import EventSink
 
 
 def _zone(authority: Authority, args: dict[str, Any]) -> Zone:
@@ -66,8 +67,8 @@ def _describe(records: list[ParsedRecord]) -> list[str]:
 class ZoneEditor:
     """The record-changing ops, each applied to one zone atomically (all or nothing)."""
 
-    def __init__(self, ctx: ComponentContext, authority: Authority) -> None:
-        self.ctx = ctx
+    def __init__(self, events: EventSink, authority: Authority) -> None:
+        self.events = events
         self.authority = authority
 
     def _commit(self, op: str, zone: Zone, records: list[ParsedRecord], **fields: Any) -> None:
@@ -76,7 +77,7 @@ class ZoneEditor:
         except ValueError as exc:
             raise ControlError(f"{op} refused: {exc}") from None
         self.authority.zones_changed()
-        self.ctx.emit("dns.change", op=op, zone=name_text(zone.origin), **fields)
+        self.events.emit("dns.change", op=op, zone=name_text(zone.origin), **fields)
 
     def _parse_new(self, zone: Zone, args: dict[str, Any]) -> list[ParsedRecord]:
         raw = args.get("records")
@@ -152,7 +153,7 @@ class ZoneEditor:
         return {"changed": changed}
 
 
-def _fault(ctx: ComponentContext, authority: Authority, args: dict[str, Any]) -> dict[str, Any]:
+def set_fault(events: EventSink, authority: Authority, args: dict[str, Any]) -> dict[str, Any]:
     mode = args.get("mode")
     if mode not in ("none", "down", "servfail", "delay"):
         raise ControlError("'mode' must be one of none, down, servfail, delay")
@@ -171,7 +172,7 @@ def _fault(ctx: ComponentContext, authority: Authority, args: dict[str, Any]) ->
     authority.fault.set(FaultSpec(mode, scope, float(delay) if mode == "delay" else 0.0))
     authority.zones_changed()
     described = authority.fault.describe()
-    ctx.emit("fault.applied", fault="dns." + mode, **described)
+    events.emit("fault.applied", fault="dns." + mode, **described)
     return described
 
 
@@ -181,5 +182,5 @@ def register_control_ops(ctx: ComponentContext, authority: Authority) -> None:
     ctx.on_command("remove", editor.remove)
     ctx.on_command("replace", editor.replace)
     ctx.on_command("set_ttl", editor.set_ttl)
-    ctx.on_command("fault", lambda args: _fault(ctx, authority, args))
+    ctx.on_command("fault", lambda args: set_fault(ctx, authority, args))
 

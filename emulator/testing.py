@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import subprocess
 import sys
 import time
@@ -19,6 +20,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
+import psutil
 import yaml
 
 from emulator.client import LabClient
@@ -160,3 +162,51 @@ def running_lab(
         yield running
     finally:
         running.down()
+
+
+def started_pids(lab: RunningLab) -> set[int]:
+    """Every PID the lab started, read from its event file (which outlives the control plane)."""
+    events = lab.state_dir / lab.name / "events.jsonl"
+    lines = events.read_text(encoding="utf-8").splitlines() if events.exists() else []
+    return {
+        int(event["pid"])
+        for event in map(json.loads, lines)
+        if event.get("kind") == "process.started"
+    }
+
+
+def lab_addresses(lab: dict[str, Any]) -> set[str]:
+    """The addresses a lab file puts components on (what must be free after it stops)."""
+    addresses = {str(peer["address"]) for peer in lab.get("peers", [])}
+    addresses |= {str(e["address"]) for e in lab.get("endpoints", []) if "address" in e}
+    addresses.add(str(lab.get("dns", {}).get("address", "127.0.0.10")))
+    return addresses
+
+
+def leftovers(pids: set[int], addresses: set[str]) -> list[str]:
+    """What a stopped lab left behind: live processes, and sockets listening on its addresses.
+
+    Live processes are killed (they are the lab's own, by the PIDs it recorded), so a leak
+    is reported once and does not spill into the next test.
+    """
+    found = []
+    for pid in sorted(pids):
+        try:
+            if psutil.Process(pid).status() == psutil.STATUS_ZOMBIE:
+                continue
+        except psutil.NoSuchProcess:
+            continue
+        os.kill(pid, signal.SIGKILL)
+        found.append(f"process {pid} was still running")
+    for conn in psutil.net_connections(kind="inet"):
+        if (
+            conn.laddr
+            and str(conn.laddr.ip) in addresses
+            and conn.status
+            in (
+                psutil.CONN_LISTEN,
+                psutil.CONN_NONE,
+            )
+        ):
+            found.append(f"{conn.laddr.ip}:{conn.laddr.port} still open (pid {conn.pid})")
+    return found

@@ -30,7 +30,8 @@ class StreamFramer:
     """Cuts a byte stream into messages and keep-alives.
 
     After a SipParseError the stream cannot be resynchronised, so the framer stays failed and
-    the caller closes the connection.
+    the caller closes the connection; items framed earlier in the failing feed are dropped
+    with it (the peer has to retry them on a new connection anyway).
     """
 
     def __init__(self, limits: Limits = DEFAULT_LIMITS) -> None:

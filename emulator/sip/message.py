@@ -111,8 +111,15 @@ def _canonical(name: str) -> str:
     return _CANONICAL.get(name.lower(), name)
 
 
+def _key(name: str) -> str:
+    """The lookup key of a header name: its canonical name, lower-cased."""
+    return _canonical(name).lower()
+
+
 def _split_list(value: str) -> list[str]:
     """Split on commas outside quoted strings and <...>; keeps empty items (callers decide)."""
+    if '"' not in value and "<" not in value:
+        return [item.strip(_SP_HT) for item in value.split(",")]
     items: list[str] = []
     start = 0
     in_quotes = in_angle = escaped = False
@@ -142,75 +149,77 @@ class Headers:
     a, j, d, y, n) are expanded to their canonical long names when parsed or added, so
     get("v") == get("Via")."""
 
-    __slots__ = ("_items",)
+    __slots__ = ("_entries",)
     __hash__ = None  # type: ignore[assignment]  # mutable
 
     def __init__(self, items: Iterable[tuple[str, str]] = ()) -> None:
-        self._items: list[tuple[str, str]] = []
+        # (lookup key, canonical name, value): the key is computed once, not on every lookup.
+        self._entries: list[tuple[str, str, str]] = []
         for name, value in items:
             self.add(name, value)
 
     def get(self, name: str) -> str | None:
-        key = _canonical(name).lower()
-        return next((v for n, v in self._items if n.lower() == key), None)
+        key = _key(name)
+        return next((v for k, _, v in self._entries if k == key), None)
 
     def get_all(self, name: str) -> list[str]:
-        key = _canonical(name).lower()
-        values = [v for n, v in self._items if n.lower() == key]
+        key = _key(name)
+        values = [v for k, _, v in self._entries if k == key]
         if key not in _LIST_HEADERS:
             return values
         return [item for value in values for item in _split_list(value) if item]
 
     def add(self, name: str, value: str) -> None:
-        self._items.append(self._checked(name, value))
+        self._entries.append(self._checked(name, value))
 
     def set(self, name: str, value: str) -> None:
         entry = self._checked(name, value)
-        key = entry[0].lower()
-        first = next((i for i, (n, _) in enumerate(self._items) if n.lower() == key), None)
+        key = entry[0]
+        first = next((i for i, e in enumerate(self._entries) if e[0] == key), None)
         if first is None:
-            self._items.append(entry)
+            self._entries.append(entry)
             return
-        self._items[first] = entry
-        self._items[first + 1 :] = [e for e in self._items[first + 1 :] if e[0].lower() != key]
+        rest = [e for e in self._entries[first + 1 :] if e[0] != key]
+        self._entries[first:] = [entry, *rest]
 
     def remove(self, name: str) -> None:
-        key = _canonical(name).lower()
-        self._items = [e for e in self._items if e[0].lower() != key]
+        key = _key(name)
+        self._entries = [e for e in self._entries if e[0] != key]
 
     def __contains__(self, name: object) -> bool:
         return isinstance(name, str) and self.get(name) is not None
 
     def items(self) -> list[tuple[str, str]]:
-        return list(self._items)
+        return [(n, v) for _, n, v in self._entries]
 
     def copy(self) -> Headers:
         clone = Headers()
-        clone._items = list(self._items)
+        clone._entries = list(self._entries)
         return clone
 
     def __iter__(self) -> Iterator[tuple[str, str]]:
-        return iter(list(self._items))
+        return iter(self.items())
 
     def __len__(self) -> int:
-        return len(self._items)
+        return len(self._entries)
 
     def __eq__(self, other: object) -> bool:
         if not isinstance(other, Headers):
             return NotImplemented
-        return self._items == other._items
+        return self._entries == other._entries
 
     def __repr__(self) -> str:
-        return f"Headers({self._items!r})"
+        return f"Headers({self.items()!r})"
 
     @staticmethod
-    def _checked(name: str, value: str) -> tuple[str, str]:
+    def _checked(name: str, value: str) -> tuple[str, str, str]:
         # Programming errors, not untrusted input: a CR/LF here would inject header lines.
         if not _TOKEN_RE.fullmatch(name):
             raise ValueError(f"invalid header name {name!r}")
         if "\r" in value or "\n" in value:
             raise ValueError(f"header {name} value contains CR or LF")
-        return _canonical(name), value
+        canonical = _canonical(name)
+        return canonical.lower(), canonical, value
 
 
 # --- messages --------------------------------------------------------------------------------

@@ -11,11 +11,12 @@ import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import pytest
 
-from emulator.testing import RunningLab, write_lab
-from tests.integration.conftest import allocate_prefix, assert_lab_gone, lab_dict, started_pids
+from emulator.testing import RunningLab, lab_addresses, leftovers, started_pids, write_lab
+from tests.integration.conftest import fresh_lab_dict
 
 pytestmark = pytest.mark.integration
 
@@ -152,35 +153,33 @@ def test_two_labs_side_by_side(make_lab: Callable[..., RunningLab]) -> None:
 
 def test_several_labs_need_lab_option(tmp_path: Path) -> None:
     state = tmp_path / "state"
-    labs = []
+    labs: list[tuple[dict[str, Any], RunningLab]] = []
     try:
         for _ in range(2):
-            prefix = allocate_prefix()
-            name = f"t{prefix.replace('.', '-')}"
-            lab_file = write_lab(tmp_path / f"{name}.yaml", lab_dict(prefix, name, endpoints=[]))
+            lab = fresh_lab_dict(endpoints=[])
+            lab_file = write_lab(tmp_path / f"{lab['name']}.yaml", lab)
             result = siplab(state, "up", "--detach", str(lab_file))
             assert result.returncode == 0, result.stderr
-            labs.append((name, prefix, RunningLab(name, state, lab_file)))
+            labs.append((lab, RunningLab(lab["name"], state, lab_file)))
         ambiguous = siplab(state, "status")
         assert ambiguous.returncode != 0
         assert "pick one with --lab" in ambiguous.stderr
-        assert siplab(state, "status", "--lab", labs[0][0]).returncode == 0
+        assert siplab(state, "status", "--lab", labs[0][1].name).returncode == 0
         listing = siplab(state, "labs")
-        assert all(name in listing.stdout for name, _, _ in labs)
-        again = siplab(state, "up", "--detach", str(labs[0][2].lab_file))
+        assert all(running.name in listing.stdout for _, running in labs)
+        again = siplab(state, "up", "--detach", str(labs[0][1].lab_file))
         assert again.returncode != 0
         assert "already running" in again.stderr
     finally:
-        for name, prefix, lab in labs:
-            pids = started_pids(lab) | {lab.handle.pid}
-            siplab(state, "down", "--lab", name)
-            assert_lab_gone(lab, pids, prefix)
+        for lab, running in labs:
+            pids = started_pids(running) | {running.handle.pid}
+            siplab(state, "down", "--lab", running.name)
+            assert leftovers(pids, lab_addresses(lab)) == []
 
 
 def test_foreground_up_stops_everything_on_ctrl_c(tmp_path: Path) -> None:
-    prefix = allocate_prefix()
-    name = f"t{prefix.replace('.', '-')}"
-    lab_file = write_lab(tmp_path / "lab.yaml", lab_dict(prefix, name))
+    lab = fresh_lab_dict()
+    lab_file = write_lab(tmp_path / "lab.yaml", lab)
     state = tmp_path / "state"
     process = subprocess.Popen(
         [sys.executable, "-m", "emulator.cli", "up", str(lab_file)],
@@ -189,7 +188,7 @@ def test_foreground_up_stops_everything_on_ctrl_c(tmp_path: Path) -> None:
         stderr=subprocess.STDOUT,
         text=True,
     )
-    lab = RunningLab(name, state, lab_file)
+    running = RunningLab(lab["name"], state, lab_file)
     output: list[str] = []
     try:
         assert process.stdout is not None
@@ -203,13 +202,13 @@ def test_foreground_up_stops_everything_on_ctrl_c(tmp_path: Path) -> None:
                 assert line, "siplab up exited early:\n" + "".join(output)
                 output.append(line)
         assert any("Registered to" in line for line in output)
-        pids = started_pids(lab) | {process.pid}
+        pids = started_pids(running) | {process.pid}
         process.send_signal(signal.SIGINT)
         rest, _ = process.communicate(timeout=30)
         output.append(rest)
         assert process.returncode == 0, "".join(output)
-        assert f"lab {name!r} stopped" in rest
-        assert_lab_gone(lab, pids, prefix)
+        assert f"lab {lab['name']!r} stopped" in rest
+        assert leftovers(pids, lab_addresses(lab)) == []
     finally:
         if process.poll() is None:
             process.kill()
