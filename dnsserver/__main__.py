@@ -17,6 +17,7 @@ from dnsserver.config import DnsServerConfig, RecordConfig
 from dnsserver.rdata import BadRecord, parse_ttl, tokenize
 from dnsserver.server import run_server
 from emulator.component import ComponentContext, run_component
+from emulator.component_cli import config_json_option, control_option
 from emulator.validation import ConfigError, describe, parse_json_config
 
 USAGE_ERROR = 2
@@ -107,7 +108,7 @@ def _origin_of(path: Path) -> str:
 
 
 @click.command(context_settings={"help_option_names": ["-h", "--help"]})
-@click.option("--config-json", help="The whole server configuration (DnsServerConfig) as JSON.")
+@config_json_option
 @click.option("--name", help="Component name used in events (default: dns).")
 @click.option("--zone-origin", help="Origin of the zone given with --record (e.g. uctest.local).")
 @click.option(
@@ -125,13 +126,7 @@ def _origin_of(path: Path) -> str:
 )
 @click.option("--listen", help="ADDRESS:PORT for UDP and TCP, e.g. 127.0.0.10:1053.")
 @click.option("--ttl", default=60, show_default=True, help="Default TTL of standalone zones.")
-@click.option(
-    "--control",
-    type=click.Choice(["stdio", "none"]),
-    default="none",
-    show_default=True,
-    help="stdio: JSON control requests on stdin (the lab supervisor's mode).",
-)
+@control_option
 def cli(
     config_json: str | None,
     name: str | None,

@@ -71,7 +71,9 @@ class ZoneEditor:
         self.events = events
         self.authority = authority
 
-    def _commit(self, op: str, zone: Zone, records: list[ParsedRecord], **fields: Any) -> None:
+    def _commit(
+        self, op: str, zone: Zone, records: list[ParsedRecord], /, **fields: Any
+    ) -> None:
         try:
             zone.replace_all(records)
         except ValueError as exc:

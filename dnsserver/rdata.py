@@ -189,4 +189,4 @@ def rtype_code(rtype: str) -> int:
 
 def rdata_text(rdata: RD) -> str:
     """Presentation text of record data, as events and status views show it."""
-    return str(rdata)
+    return str(rdata.toZone())

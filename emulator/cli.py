@@ -41,6 +41,8 @@ from emulator.validation import ConfigError
 from endpoint import roomos
 
 DEFAULT_SETTLE_TIMEOUT = 30.0
+# 'up --detach': the lab runs, but some endpoint is Failed or still Registering (1 = no lab).
+EXIT_NOT_ALL_REGISTERED = 3
 lab_option = click.option(
     "--lab", "lab_name", metavar="NAME", help="Which running lab (needed only when several run)."
 )
@@ -102,8 +104,9 @@ def up(
     """Start a lab: the seed's default, or the one LAB_FILE (YAML) describes.
 
     In the foreground it prints the lab's events until Ctrl-C, which stops every process
-    it started. With --detach it returns once every endpoint is Registered or Failed
-    (exit status 0 only if all are Registered); 'siplab down' stops it.
+    it started. With --detach it returns once every endpoint is Registered or Failed:
+    exit status 0 when all are Registered, 3 when the lab runs but some endpoint is not
+    registered, 1 when the lab could not start. 'siplab down' stops it.
     """
     lab = _load(lab_file)
     existing = read_handle(lab.name)
@@ -223,7 +226,7 @@ def _up_detached(lab_file: Path | None, lab: LabConfig, timeout: float) -> int:
     if not status["settled"]:
         click.echo(f"not every endpoint settled within {timeout:g} s", err=True)
     registered = all(e["state"] == "Registered" for e in status["endpoints"])
-    return 0 if registered else 1
+    return 0 if registered else EXIT_NOT_ALL_REGISTERED
 
 
 def _read_ready(fd: int, process: subprocess.Popen[bytes], timeout: float) -> dict[str, Any]:

@@ -13,7 +13,9 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import os
 import signal
+import stat
 import sys
 from collections.abc import Awaitable, Callable
 from typing import Any
@@ -49,12 +51,16 @@ class EventWriter:
         self.dropped = 0
 
     async def open(self) -> None:
-        loop = asyncio.get_running_loop()
         try:
-            self._transport, _ = await loop.connect_write_pipe(lambda: self._protocol, sys.stdout)
-        except (ValueError, OSError):
-            # A regular file (``> events.jsonl``) is not a pipe; plain writes are fine there.
-            self._transport = None
+            mode = os.fstat(sys.stdout.fileno()).st_mode
+        except (OSError, ValueError):
+            return
+        # Only a pipe or socket gets the non-blocking writer: uvloop aborts the process (rather
+        # than raising) when handed a regular file, and a terminal is fine with plain writes.
+        if not (stat.S_ISFIFO(mode) or stat.S_ISSOCK(mode)):
+            return
+        loop = asyncio.get_running_loop()
+        self._transport, _ = await loop.connect_write_pipe(lambda: self._protocol, sys.stdout)
 
     def write(self, event: Event) -> None:
         line = (event.to_json() + "\n").encode()

@@ -13,17 +13,21 @@ the test, pass or fail; the test then errors if any of its processes or sockets 
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from contextlib import ExitStack
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 import pytest
 import yaml
 
 from emulator.testing import RunningLab, lab_addresses, leftovers, running_lab, started_pids
 
-LabFactory = Callable[[dict[str, Any] | str | Path], RunningLab]
+
+class LabFactory(Protocol):
+    def __call__(
+        self, lab: dict[str, Any] | str | Path, *, require_registered: bool = True
+    ) -> RunningLab: ...
 
 
 @pytest.fixture
@@ -31,14 +35,18 @@ def siplab_lab(tmp_path: Path) -> Iterator[LabFactory]:
     started: list[tuple[RunningLab, set[str], int]] = []
     with ExitStack() as stack:
 
-        def start(lab: dict[str, Any] | str | Path) -> RunningLab:
+        def start(
+            lab: dict[str, Any] | str | Path, *, require_registered: bool = True
+        ) -> RunningLab:
             if not isinstance(lab, dict):
                 lab = yaml.safe_load(Path(lab).read_text(encoding="utf-8"))
             assert isinstance(lab, dict), "a lab file is a YAML mapping"
             lab.setdefault("name", f"lab{len(started)}")
             workdir = tmp_path / f"siplab-{lab['name']}"
             workdir.mkdir()
-            running = stack.enter_context(running_lab(lab, workdir))
+            running = stack.enter_context(
+                running_lab(lab, workdir, require_registered=require_registered)
+            )
             started.append((running, lab_addresses(lab), running.handle.pid))
             return running
 

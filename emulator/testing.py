@@ -23,6 +23,7 @@ from typing import Any
 import psutil
 import yaml
 
+from emulator.cli import EXIT_NOT_ALL_REGISTERED
 from emulator.client import LabClient
 from emulator.state import LabHandle
 
@@ -57,13 +58,26 @@ class RunningLab:
             check=False,
         )
 
-    def up(self, timeout: float = 30.0) -> None:
+    def up(self, timeout: float = 30.0, *, require_registered: bool = True) -> None:
+        """Start detached; unless told otherwise, every endpoint must end up Registered."""
         result = self.siplab(
             "up", "--detach", "--timeout", str(timeout), str(self.lab_file), timeout=timeout + 60
         )
         self.up_output = result.stdout + result.stderr
-        if result.returncode != 0:
-            raise LabFailure(f"siplab up --detach failed ({result.returncode}):\n{self.up_output}")
+        allowed = {0} if require_registered else {0, EXIT_NOT_ALL_REGISTERED}
+        if result.returncode not in allowed:
+            raise LabFailure(
+                f"siplab up --detach failed ({result.returncode}):\n{self.up_output}"
+                f"{self.log_tail()}"
+            )
+
+    def log_tail(self, lines: int = 30) -> str:
+        """The end of the detached supervisor's log, for failure messages."""
+        log = self.state_dir / self.name / "supervisor.log"
+        if not log.exists():
+            return ""
+        tail = log.read_text(encoding="utf-8", errors="replace").splitlines()[-lines:]
+        return "\n--- supervisor.log ---\n" + "\n".join(tail)
 
     @property
     def handle(self) -> LabHandle:
@@ -140,7 +154,7 @@ class RunningLab:
         except (TimeoutError, urllib.error.URLError):
             pass
         tail = "\n  ".join(seen[-15:])
-        raise LabFailure(f"no {what} within {timeout:g} s; last events:\n  {tail}")
+        raise LabFailure(f"no {what} within {timeout:g} s; last events:\n  {tail}{self.log_tail()}")
 
 
 def write_lab(path: Path, lab: dict[str, Any]) -> Path:
@@ -150,7 +164,11 @@ def write_lab(path: Path, lab: dict[str, Any]) -> Path:
 
 @contextmanager
 def running_lab(
-    lab: dict[str, Any], workdir: Path, *, timeout: float = 30.0
+    lab: dict[str, Any],
+    workdir: Path,
+    *,
+    timeout: float = 30.0,
+    require_registered: bool = True,
 ) -> Iterator[RunningLab]:
     """Start ``lab`` (a lab-file mapping) detached; always stop it, even if the test fails."""
     state_dir = workdir / "state"
@@ -158,7 +176,7 @@ def running_lab(
     lab_file = write_lab(workdir / f"{lab['name']}.yaml", lab)
     running = RunningLab(lab["name"], state_dir, lab_file)
     try:
-        running.up(timeout=timeout)
+        running.up(timeout=timeout, require_registered=require_registered)
         yield running
     finally:
         running.down()

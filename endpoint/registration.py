@@ -204,6 +204,7 @@ class Registration:
         """Forget everything in flight; the shell closes the sockets."""
         self._op += 1
         self._tx = None
+        self.flow = None  # closing our own sockets is not a lost connection
         self._refresh_at = self._retry_at = None
         self.phase = Phase.IDLE
 

@@ -74,10 +74,17 @@ class DnsProcess:
         self._next_id = 0
 
     @classmethod
-    async def start(cls, config: DnsServerConfig, *extra_args: str) -> DnsProcess:
-        process = await asyncio.create_subprocess_exec(
+    async def start(cls, config: DnsServerConfig) -> DnsProcess:
+        """The server under lab-supervisor conditions: --config-json, control on stdio."""
+        return await cls.spawn(
             sys.executable, "-m", "dnsserver",
-            "--config-json", config.model_dump_json(), "--control", "stdio", *extra_args,
+            "--config-json", config.model_dump_json(), "--control", "stdio",
+        )
+
+    @classmethod
+    async def spawn(cls, *argv: str) -> DnsProcess:
+        process = await asyncio.create_subprocess_exec(
+            *argv,
             stdin=asyncio.subprocess.PIPE,
             stdout=asyncio.subprocess.PIPE,
             stderr=asyncio.subprocess.PIPE,

@@ -68,7 +68,7 @@ def fresh_lab_dict(**overrides: Any) -> dict[str, Any]:
 def make_lab(siplab_lab: LabFactory) -> Callable[..., RunningLab]:
     """``make_lab(endpoints=..., registrar=...)`` starts a lab on a fresh /24 and returns it."""
 
-    def start(**overrides: Any) -> RunningLab:
-        return siplab_lab(fresh_lab_dict(**overrides))
+    def start(*, require_registered: bool = True, **overrides: Any) -> RunningLab:
+        return siplab_lab(fresh_lab_dict(**overrides), require_registered=require_registered)
 
     return start

@@ -35,7 +35,7 @@ def _zone(*records: dict[str, Any], **fields: Any) -> ZoneConfig:
         ({"name": "exp1", "type": "A", "ttl": 2**31, "data": "127.0.0.1"}, "ttl"),
     ],
 )
-def test_bad_records_are_rejected_with_a_clear_message(record: dict[str, Any], message: str) -> None:
+def test_bad_records_fail_with_a_clear_message(record: dict[str, Any], message: str) -> None:
     with pytest.raises(ValidationError, match=message):
         RecordConfig.model_validate(record)
 
