@@ -11,7 +11,14 @@ from pathlib import Path
 from dnslib import DNSLabel
 
 from dnsserver.names import BadName, parse_name
-from dnsserver.rdata import RECORD_TYPES, BadRecord, ParsedRecord, parse_rdata, parse_ttl
+from dnsserver.rdata import (
+    RECORD_TYPES,
+    BadRecord,
+    ParsedRecord,
+    parse_rdata,
+    parse_ttl,
+    read_quoted,
+)
 
 MAX_FILE_BYTES = 16 * 1024 * 1024
 
@@ -64,19 +71,11 @@ def _entries(text: str, source: str) -> list[tuple[int, bool, list[str]]]:
             depth -= 1
             i += 1
         elif char == '"':
-            i += 1
-            chunk: list[str] = []
-            while i < n and text[i] != '"':
-                if text[i] == "\\" and i + 1 < n:
-                    i += 1
-                if text[i] == "\n":
-                    raise BadRecord(f"{source}:{line}: unterminated quoted string")
-                chunk.append(text[i])
-                i += 1
-            if i >= n:
-                raise BadRecord(f"{source}:{line}: unterminated quoted string")
-            i += 1
-            tokens.append("".join(chunk))
+            try:
+                token, i = read_quoted(text, i)
+            except BadRecord as exc:
+                raise BadRecord(f"{source}:{line}: {exc}") from None
+            tokens.append(token)
         else:
             begin = i
             while i < n and text[i] not in ' \t\r\n;()"':

@@ -35,6 +35,23 @@ class BadRecord(ValueError):
     """Record text that cannot be parsed; the message names the problem."""
 
 
+def read_quoted(text: str, i: int) -> tuple[str, int]:
+    """The "quoted string" opening at ``text[i]``: its content with \\-escapes resolved, and
+    the index just past the closing quote. A string never spans lines."""
+    chunk: list[str] = []
+    i, n = i + 1, len(text)
+    while i < n and text[i] != '"':
+        if text[i] == "\\" and i + 1 < n:
+            i += 1
+        if text[i] == "\n":
+            break
+        chunk.append(text[i])
+        i += 1
+    if i >= n or text[i] != '"':
+        raise BadRecord("unterminated quoted string")
+    return "".join(chunk), i + 1
+
+
 def tokenize(text: str) -> list[str]:
     """Split presentation text on blanks, keeping "quoted strings" (with \\" escapes) whole.
 
@@ -47,17 +64,8 @@ def tokenize(text: str) -> list[str]:
         if char.isspace():
             i += 1
         elif char == '"':
-            i += 1
-            chunk: list[str] = []
-            while i < n and text[i] != '"':
-                if text[i] == "\\" and i + 1 < n:
-                    i += 1
-                chunk.append(text[i])
-                i += 1
-            if i >= n:
-                raise BadRecord(f"unterminated quoted string in {text!r}")
-            i += 1
-            tokens.append("".join(chunk))
+            token, i = read_quoted(text, i)
+            tokens.append(token)
         else:
             start = i
             while i < n and not text[i].isspace() and text[i] != '"':

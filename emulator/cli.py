@@ -437,6 +437,109 @@ def start(component: str, lab_name: str | None) -> None:
     click.echo(f"{component}: started (pid {result['pid']})")
 
 
+# -- DNS at run time -----------------------------------------------------------------
+
+
+@cli.group()
+def dns() -> None:
+    """Change the lab's DNS while it runs (each change is an event; caches see it after TTL).
+
+    NAME is relative to the lab's domain ('_sip._tcp', 'habibexpc-cluster', '@') or absolute
+    with a trailing dot. DATA is zone-file syntax, one record per argument: quote records that
+    contain spaces, e.g. siplab dns add _sip._tcp SRV "10 10 5060 exp3".
+    """
+
+
+def _dns_op(lab_name: str | None, op: str, args: dict[str, Any]) -> Any:
+    result = _call(_client(lab_name).post, f"/components/dns/ops/{op}", args)
+    return result["result"]
+
+
+def _records(name: str, rtype: str, data: tuple[str, ...], ttl: int | None) -> list[dict[str, Any]]:
+    return [{"name": name, "type": rtype.upper(), "ttl": ttl, "data": item} for item in data]
+
+
+@dns.command("add")
+@click.argument("name")
+@click.argument("rtype", metavar="TYPE")
+@click.argument("data", nargs=-1, required=True)
+@click.option("--ttl", type=int, help="TTL of the new records (default: the zone's).")
+@lab_option
+def dns_add(
+    name: str, rtype: str, data: tuple[str, ...], ttl: int | None, lab_name: str | None
+) -> None:
+    """Add records, e.g. a third SRV target or another A record to the cluster name."""
+    result = _dns_op(lab_name, "add", {"records": _records(name, rtype, data, ttl)})
+    click.echo(f"added {result['added']} record(s)")
+
+
+@dns.command("remove")
+@click.argument("name")
+@click.argument("rtype", metavar="[TYPE]", required=False)
+@click.argument("data", metavar="[DATA]", required=False)
+@lab_option
+def dns_remove(name: str, rtype: str | None, data: str | None, lab_name: str | None) -> None:
+    """Remove records: every record at NAME, its TYPE RRset, or the one record with DATA.
+
+    Taking one peer out of an SRV set: siplab dns remove _sip._tcp SRV "10 10 5060 exp1"
+    """
+    args: dict[str, Any] = {"name": name}
+    if rtype is not None:
+        args["type"] = rtype.upper()
+    if data is not None:
+        args["data"] = data
+    result = _dns_op(lab_name, "remove", args)
+    click.echo(f"removed {result['removed']} record(s)")
+
+
+@dns.command("replace")
+@click.argument("name")
+@click.argument("rtype", metavar="TYPE")
+@click.argument("data", nargs=-1, required=True)
+@click.option("--ttl", type=int, help="TTL of the new records (default: the zone's).")
+@lab_option
+def dns_replace(
+    name: str, rtype: str, data: tuple[str, ...], ttl: int | None, lab_name: str | None
+) -> None:
+    """Replace the NAME TYPE RRset with the records given."""
+    result = _dns_op(lab_name, "replace", {"records": _records(name, rtype, data, ttl)})
+    click.echo(f"{name} {rtype.upper()} now has {result['records']} record(s)")
+
+
+@dns.command("ttl")
+@click.argument("ttl", type=int)
+@click.option("--name", help="Only records at this name (default: all).")
+@click.option("--type", "rtype", help="Only records of this type.")
+@lab_option
+def dns_ttl(ttl: int, name: str | None, rtype: str | None, lab_name: str | None) -> None:
+    """Set the TTL of records (all of the zone's, or those at --name / of --type)."""
+    args: dict[str, Any] = {"ttl": ttl}
+    if name is not None:
+        args["name"] = name
+    if rtype is not None:
+        args["type"] = rtype.upper()
+    result = _dns_op(lab_name, "set_ttl", args)
+    click.echo(f"TTL {ttl} on {result['changed']} record(s)")
+
+
+@dns.command("fault")
+@click.argument("mode", type=click.Choice(["down", "servfail", "delay", "none"]))
+@click.option("--name", help="Only for this name and below (default: every query).")
+@click.option("--delay", type=float, default=0.0, help="Seconds to hold each answer (delay).")
+@lab_option
+def dns_fault(mode: str, name: str | None, delay: float, lab_name: str | None) -> None:
+    """Break DNS: down (silent), servfail, delay (answers late), none (heal)."""
+    args: dict[str, Any] = {"mode": mode}
+    if name is not None:
+        args["name"] = name
+    if mode == "delay":
+        if delay <= 0:
+            raise click.UsageError("delay needs --delay SECONDS (more than 0)")
+        args["delay"] = delay
+    _dns_op(lab_name, "fault", args)
+    click.echo(f"dns fault: {mode}" + (f" for {name}" if name else ""))
+
+
 def main() -> None:
     cli(prog_name="siplab")
 

@@ -9,6 +9,7 @@ Routes:
   GET  /wait?until=settled&timeout=S    returns when every endpoint is Registered or Failed
   POST /peers/{name}/maintenance        {"on": true|false}
   POST /components/{name}/kill|stop|start
+  POST /components/{name}/ops/{op}      a component's own control op, e.g. dns "add" (JSON args)
   POST /shutdown                        stop the whole lab
 """
 
@@ -40,6 +41,7 @@ class ControlPlane:
         app.router.add_get("/events", self.events)
         app.router.add_get("/wait", self.wait)
         app.router.add_post("/peers/{name}/maintenance", self.maintenance)
+        app.router.add_post("/components/{name}/ops/{op}", self.component_op)
         app.router.add_post("/components/{name}/{action}", self.component_action)
         app.router.add_post("/shutdown", self.shutdown)
         return app
@@ -105,6 +107,11 @@ class ControlPlane:
         if action not in actions:
             raise web.HTTPNotFound(text=_json_error(f"unknown action {action!r}"))
         return web.json_response(await actions[action](name))
+
+    async def component_op(self, request: web.Request) -> web.Response:
+        name, op = request.match_info["name"], request.match_info["op"]
+        result = await self.supervisor.component_op(name, op, await _json_body(request))
+        return web.json_response({"component": name, "op": op, "result": result})
 
     async def shutdown(self, request: web.Request) -> web.Response:
         # Answer first: the lab stopping takes the control plane down with it.

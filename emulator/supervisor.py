@@ -142,6 +142,12 @@ class Supervisor:
         self.emit("component.restarted", target=name, pid=process.pid)
         return {"component": name, "pid": process.pid}
 
+    async def component_op(self, name: str, op: str, args: dict[str, Any]) -> Any:
+        """Pass a control op to one component (it validates and answers for itself)."""
+        if op in ("shutdown", "ping"):
+            raise ControlFailure(f"use 'siplab stop {name}' rather than the {op!r} op")
+        return await self.component(name).request(op, args)
+
     async def wait_settled(self, timeout: float) -> bool:
         """Wait until every endpoint is Registered or Failed; False on timeout."""
         if self.view.settled():
