@@ -325,6 +325,31 @@ def _table(header: list[str], rows: list[list[str]]) -> str:
 
 
 @cli.command()
+@click.argument("peer")
+@lab_option
+@click.option("--json", "as_json", is_flag=True, help="Print the bindings as JSON.")
+def bindings(peer: str, lab_name: str | None, as_json: bool) -> None:
+    """Show a registrar peer's bindings: AOR, contact, seconds left, where it came from."""
+    result = _call(_client(lab_name).post, f"/components/{peer}/ops/status")["result"]
+    if as_json:
+        click.echo(json.dumps(result, indent=2))
+        return
+    mode = "maintenance" if result["maintenance"] else "active"
+    click.echo(f"{peer}: {mode}, {result['registrations']} registration(s)")
+    if result["bindings"]:
+        click.echo()
+        click.echo(
+            _table(
+                ["AOR", "CONTACT", "EXPIRES", "FROM"],
+                [
+                    [b["aor"], b["contact"], str(b["expires"]), b["source"]]
+                    for b in result["bindings"]
+                ],
+            )
+        )
+
+
+@cli.command()
 @lab_option
 @click.option("--follow", "-f", is_flag=True, help="Keep printing new events until Ctrl-C.")
 @click.option("--since", default=0, show_default=True, help="Start at this event number.")
@@ -442,7 +467,10 @@ def start(component: str, lab_name: str | None) -> None:
 
 @cli.group()
 def dns() -> None:
-    """Change the lab's DNS while it runs (each change is an event; caches see it after TTL).
+    """Change the lab's DNS while it runs; each change is an event.
+
+    Resolvers that cache see a change once their copy's TTL runs out; siplab's endpoints
+    resolve afresh after every failure, so they see it at their next lookup.
 
     NAME is relative to the lab's domain ('_sip._tcp', 'habibexpc-cluster', '@') or absolute
     with a trailing dot. DATA is zone-file syntax, one record per argument: quote records that

@@ -35,7 +35,8 @@ class EndpointConfig(BaseModel):
     # times a random factor in [0.5, 1].
     retry_base: float = Field(default=30.0, gt=0)
     retry_max: float = Field(default=1800.0, gt=0)
-    # A target that failed is passed over for this long, so a dead peer is not retried first.
+    # A target that failed goes to the end of the list for this long, so a dead peer is not
+    # the first one retried (RoomOS and baresip retry it first).
     failed_memory: float = Field(default=60.0, ge=0)
 
     @field_validator("uri")

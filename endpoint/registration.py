@@ -10,7 +10,9 @@ Failover rules (RFC 3263 §4, as the seed's endpoint behaves):
   reason and moves on to the next target at once;
 * the target list is resolved again when it is exhausted, and after every failure when the
   proxy is a plain A name (round-robin DNS hands out the next peer first);
-* when every target has failed recently, wait (RFC 5626 §4.5 backoff) and start over.
+* a target that failed recently is tried last, not ruled out (it may have recovered);
+* once every target has been tried since the last success, wait (RFC 5626 §4.5 backoff)
+  and start over.
 """
 
 from __future__ import annotations
@@ -115,6 +117,10 @@ class Registration:
         self._op = 0
         self._targets: list[Target] = []
         self._next_index = 0
+        self._fresh_list = False  # no target of the current list has been used yet
+        # Targets tried since the last success: once all have been, back off.
+        self._tried: set[tuple[str, str, int]] = set()
+        # When each target last failed: such targets go to the end of a new list.
         self._failed_at: dict[tuple[str, str, int], float] = {}
         self._backoffs = 0
         self._tx: ClientTransaction | None = None
@@ -152,14 +158,15 @@ class Registration:
             self._send_register(now)
         if self._retry_at is not None and now >= self._retry_at:
             self._retry_at = None
-            self._failed_at.clear()
+            self._tried.clear()
             self._resolve()
 
     def resolved(self, op: int, targets: list[Target], now: float) -> None:
         if op != self._op or self.phase is not Phase.RESOLVING:
             return
-        self._targets = targets
+        self._targets = self._failed_last(targets, now)
         self._next_index = 0
+        self._fresh_list = True
         if not targets:
             self._fail(f"No address found for '{self.config.proxy}'", now, retry_only=True)
             return
@@ -231,14 +238,23 @@ class Registration:
         self._events.emit("locator.restart", uri=self.config.proxy)
         self._actions.append(Resolve(self._op))
 
-    def _recently_failed(self, target: Target, now: float) -> bool:
-        at = self._failed_at.get(_target_key(target))
-        return at is not None and now - at < self.config.failed_memory
+    def _failed_last(self, targets: list[Target], now: float) -> list[Target]:
+        """DNS order, but targets that failed within ``failed_memory`` go last (oldest
+        failure first): a dead peer is not the first one tried again, yet is not ruled out."""
+        memory = self.config.failed_memory
+
+        def failed_at(target: Target) -> float:
+            at = self._failed_at.get(_target_key(target))
+            return at if at is not None and now - at < memory else float("-inf")
+
+        return sorted(targets, key=failed_at)  # stable: DNS order among equals
 
     def _try_next_target(self, now: float) -> None:
         while self._next_index < len(self._targets):
             target = self._targets[self._next_index]
             self._next_index += 1
+            if _target_key(target) in self._tried:
+                continue
             self._events.emit(
                 "dns.located",
                 uri=self.config.proxy,
@@ -246,23 +262,27 @@ class Registration:
                 label=target.label,
                 target=target.display(),
             )
-            if usable(target, self.config.transport) and not self._recently_failed(target, now):
+            if usable(target, self.config.transport):
                 self._use(target, now)
                 return
-        if any(usable(t, self.config.transport) for t in self._targets):
-            self._backoff(now)
-        else:
+        if not any(usable(t, self.config.transport) for t in self._targets):
             self._fail(
                 f"No usable {self.config.transport.upper()} target for '{self.config.proxy}'",
                 now,
                 retry_only=True,
             )
+        elif self._fresh_list:
+            self._backoff(now)  # every target of a new list was tried since the last success
+        else:
+            self._resolve()
 
     def _use(self, target: Target, now: float) -> None:
         if self.flow is not None:
             self._actions.append(Close(self.flow))
             self.flow = None
         self.target = target
+        self._tried.add(_target_key(target))
+        self._fresh_list = False
         self._events.emit("stack.configured", target=target.display(), transport=target.transport)
         self._op += 1
         self.phase = Phase.CONNECTING
@@ -349,6 +369,7 @@ class Registration:
         self.granted = granted
         self.phase = Phase.REGISTERED
         self._backoffs = 0
+        self._tried.clear()
         self._refresh_at = now + granted * self.config.refresh_ratio
         if was_registered:
             self._events.emit("registration.refreshed", aor=self.aor, expires=granted)
@@ -385,7 +406,7 @@ class Registration:
         self._set_status(Status.FAILED, reason, now)
         if retry_only:
             self._backoff(now)
-        elif self._next_index >= len(self._targets) or _is_a_record_list(self._targets):
+        elif _is_a_record_list(self._targets):
             self._resolve()
         else:
             self._try_next_target(now)

@@ -57,6 +57,13 @@ def test_status_json_has_the_documented_shape(make_lab: Callable[..., RunningLab
     assert "Registered" in table.stdout
     assert "exp1" in table.stdout
 
+    bindings = lab.siplab("bindings", registered_peer["name"], "--json")
+    assert bindings.returncode == 0, bindings.stderr
+    (binding,) = json.loads(bindings.stdout)["bindings"]
+    assert binding["aor"] == "1001@uctest.local"
+    assert binding["source"].startswith("tcp ")
+    assert 0 < binding["expires"] <= 4
+
 
 def test_maintenance_kill_and_start_change_the_peer_state(
     make_lab: Callable[..., RunningLab],

@@ -172,6 +172,28 @@ def test_recently_failed_target_is_passed_over_when_dns_does_not_rotate() -> Non
     assert connect.target == A2
 
 
+def test_a_failed_peer_that_recovered_is_tried_before_backing_off() -> None:
+    reg, events = make()
+    flow1, _ = register_to(reg, [TCP1, TCP2])
+    reg.flow_closed(flow1, "reset", 1.0)  # peer 1 dies: on to peer 2
+    connect = only(reg.pop_actions(), Connect)
+    assert isinstance(connect, Connect)
+    assert connect.target == TCP2
+    flow2 = flow_to(TCP2, 40001)
+    reg.connected(connect.op, flow2, 1.0)
+    reg.receive(ok(sent_request(reg.pop_actions())), flow2, 1.1)
+    assert reg.status is Status.REGISTERED
+    # 10 s later peer 2 dies too; peer 1 failed only 11 s ago but is back: try it, no backoff.
+    reg.flow_closed(flow2, "reset", 11.0)
+    resolve = only(reg.pop_actions(), Resolve)
+    assert isinstance(resolve, Resolve)
+    reg.resolved(resolve.op, [TCP2, TCP1], 11.0)
+    connect = only(reg.pop_actions(), Connect)
+    assert isinstance(connect, Connect)
+    assert connect.target == TCP1
+    assert events.of("registration.backoff") == []
+
+
 def test_timer_f_fails_a_silent_peer_after_64_t1() -> None:
     reg, events = make()
     flow, _ = register_to(reg, [TCP1, TCP2])
