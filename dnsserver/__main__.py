@@ -126,6 +126,13 @@ def _origin_of(path: Path) -> str:
 )
 @click.option("--listen", help="ADDRESS:PORT for UDP and TCP, e.g. 127.0.0.10:1053.")
 @click.option("--ttl", default=60, show_default=True, help="Default TTL of standalone zones.")
+@click.option(
+    "--events",
+    type=click.Choice(["all", "sample", "off"]),
+    help="dns.query events: every query (default), one per --event-sample, or none.",
+)
+@click.option("--event-sample", type=click.IntRange(min=1), help="N for --events sample (100).")
+@click.option("--metrics", metavar="ADDR:PORT", help="Serve Prometheus /metrics here.")
 @control_option
 def cli(
     config_json: str | None,
@@ -135,10 +142,20 @@ def cli(
     zone_files: tuple[Path, ...],
     listen: str | None,
     ttl: int,
+    events: str | None,
+    event_sample: int | None,
+    metrics: str | None,
     control: str,
 ) -> int:
     """Authoritative DNS server for the siplab zones (SRV, round-robin A, ...)."""
     config = build_config(config_json, name, zone_origin, records, zone_files, listen, ttl)
+    flags = {"events": events, "event_sample": event_sample, "metrics": metrics}
+    if any(value is not None for value in flags.values()):
+        update = {key: value for key, value in flags.items() if value is not None}
+        try:
+            config = DnsServerConfig.model_validate(config.model_dump() | update)
+        except ValidationError as exc:
+            raise ConfigError(describe(exc, "options")) from None
 
     async def main(ctx: ComponentContext) -> None:
         await run_server(ctx, config)

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import random
 import struct
+from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from typing import Literal
 
@@ -31,6 +32,7 @@ MAX_CNAME_CHAIN = 8
 TRANSFER_TYPES = (QTYPE.AXFR, QTYPE.IXFR)
 ADDITIONAL_FOR = {QTYPE.SRV: "target", QTYPE.NS: "label"}
 CACHE_LIMIT = 4096
+MAX_VARIANTS = 64  # rotation states kept per query (product of the rotating RRsets' sizes)
 
 
 @dataclass(frozen=True, slots=True)
@@ -63,6 +65,10 @@ class QueryInfo:
         return fields
 
 
+# RFC 2136 UPDATE: (message, client, transport) -> response; see dnsserver.update.
+UpdateHook = Callable[[bytes, str, Transport], tuple[bytes | None, QueryInfo]]
+
+
 @dataclass(slots=True)
 class _Answer:
     """A response being assembled."""
@@ -71,8 +77,42 @@ class _Answer:
     answer: list[RR] = field(default_factory=list)
     authority: list[RR] = field(default_factory=list)
     additional: list[RR] = field(default_factory=list)
-    # False once a rotating or shuffled RRset is used: the next answer will differ.
+    # False once a shuffled RRset is used: the next answer cannot be predicted.
     cacheable: bool = True
+    # Rotating RRsets used, with the offset each had and whether this answer advanced it: a
+    # kept answer is only valid while every one of them is at that offset again.
+    rotating: list[tuple[RRset, int, bool]] = field(default_factory=list)
+
+
+def _new_cell(_info: QueryInfo) -> list[int]:
+    return [0]
+
+
+class CachedAnswer:
+    """A kept response: the bytes after the 2-byte ID, and what it was.
+
+    ``cell`` is a one-element counter the shell bumps on every hit (see ``Authority.cell_for``),
+    so counting a cached answer costs one integer add. A response that carries rotating RRsets
+    is kept once per rotation state, in ``variants`` of an entry whose ``rotating`` names the
+    RRsets: a hit then advances them exactly as answering afresh would.
+    """
+
+    __slots__ = ("advance", "cell", "info", "rotating", "tail", "variants")
+
+    def __init__(
+        self,
+        tail: bytes,
+        info: QueryInfo,
+        cell: list[int],
+        rotating: tuple[RRset, ...] | None = None,
+        advance: tuple[bool, ...] = (),
+    ) -> None:
+        self.tail = tail
+        self.info = info
+        self.cell = cell
+        self.rotating = rotating
+        self.advance = advance
+        self.variants: dict[tuple[int, ...], CachedAnswer] = {}
 
 
 def _client_text(client: tuple[str, int]) -> str:
@@ -91,7 +131,12 @@ class Authority:
         self.zones = [Zone.from_config(config) for config in zones]
         self.rng = rng or random.Random()
         self.fault = Fault()
-        self._cache: dict[tuple[Transport, bytes], tuple[bytes, QueryInfo]] = {}
+        # Keyed on the query bytes after the ID (so RD, EDNS and letter case stay apart).
+        self.caches: dict[Transport, dict[bytes, CachedAnswer]] = {"udp": {}, "tcp": {}}
+        # How a kept answer gets its hit counter; the shell replaces this to share counters.
+        self.cell_for: Callable[[QueryInfo], list[int]] = _new_cell
+        self.changes = 0  # calls of zones_changed(): zone changes and faults
+        self.update_handler: UpdateHook | None = None  # without one, UPDATE gets NOTIMP
 
     # -- zones ---------------------------------------------------------------------------
 
@@ -113,7 +158,52 @@ class Authority:
 
     def zones_changed(self) -> None:
         """Call after any change to zone data: cached answers may now be wrong."""
-        self._cache.clear()
+        self.changes += 1
+        for cache in self.caches.values():
+            cache.clear()
+
+    def cached(self, transport: Transport, tail: bytes) -> CachedAnswer | None:
+        """The kept answer to a query whose bytes after the ID are ``tail``, if any.
+
+        For a rotating answer this is the variant for the RRsets' current offsets, and the
+        RRsets move on as a fresh answer would move them. Never used while a fault is set.
+        """
+        entry = self.caches[transport].get(tail)
+        if entry is None or self.fault.active:
+            return None
+        rotating = entry.rotating
+        if rotating is None:
+            return entry
+        state = tuple([rrset.offset % len(rrset.rdatas) for rrset in rotating])
+        variant = entry.variants.get(state)
+        if variant is not None:
+            for rrset, start, advance in zip(rotating, state, entry.advance, strict=True):
+                if advance:
+                    rrset.offset = start + 1
+        return variant
+
+    def _keep(
+        self,
+        transport: Transport,
+        tail: bytes,
+        wire: bytes,
+        info: QueryInfo,
+        rotating: list[tuple[RRset, int, bool]],
+    ) -> None:
+        cache = self.caches[transport]
+        if len(cache) >= CACHE_LIMIT:
+            cache.clear()
+        kept = CachedAnswer(wire[2:], info, self.cell_for(info))
+        if not rotating:
+            cache[tail] = kept
+            return
+        rrsets = tuple(rrset for rrset, _, _ in rotating)
+        entry = cache.get(tail)
+        if entry is None or entry.rotating != rrsets:
+            entry = CachedAnswer(b"", info, kept.cell, rrsets, tuple(a for _, _, a in rotating))
+            cache[tail] = entry
+        if len(entry.variants) < MAX_VARIANTS:
+            entry.variants[tuple(start for _, start, _ in rotating)] = kept
 
     # -- answering -----------------------------------------------------------------------
 
@@ -127,23 +217,31 @@ class Authority:
         if flags & QR:  # never answer a response: two servers could ping-pong forever
             return None, None
         who = _client_text(client)
-        cached = self._cache.get((transport, query[2:]))
-        if cached is not None and not self.fault.active:
-            wire, info = cached
-            return query[:2] + wire, replace(info, client=who)
+        if (flags >> 11) & 0xF == OPCODE.UPDATE and self.update_handler is not None:
+            return self.update_handler(query, who, transport)  # changes zones: never cached
+        cached = self.cached(transport, query[2:])
+        if cached is not None:
+            return query[:2] + cached.tail, replace(cached.info, client=who)
+        rotating: list[tuple[RRset, int, bool]] = []
         try:
-            wire, info, cacheable = self._answer(query, query_id, flags, who, transport)
+            wire, info, cacheable = self._answer(
+                query, query_id, flags, who, transport, rotating
+            )
         except Exception:  # a bug must cost one query, never the server
             wire = _header_only(query_id, flags, RCODE.SERVFAIL)
             info, cacheable = QueryInfo(who, transport, "", "", "SERVFAIL"), False
         if cacheable and wire is not None and not self.fault.active:
-            if len(self._cache) >= CACHE_LIMIT:
-                self._cache.clear()
-            self._cache[(transport, query[2:])] = (wire[2:], info)
+            self._keep(transport, query[2:], wire, info, rotating)
         return wire, info
 
     def _answer(
-        self, query: bytes, query_id: int, flags: int, who: str, transport: Transport
+        self,
+        query: bytes,
+        query_id: int,
+        flags: int,
+        who: str,
+        transport: Transport,
+        rotating: list[tuple[RRset, int, bool]],
     ) -> tuple[bytes | None, QueryInfo, bool]:
         opcode = (flags >> 11) & 0xF
         try:
@@ -178,6 +276,7 @@ class Authority:
             built = _Answer(rcode=RCODE.SERVFAIL, cacheable=False)
         else:
             built = self._resolve(question)
+            rotating.extend(built.rotating)
         wire, info, cacheable = self._finish(
             query_id, flags, question, built, opt, transport, who
         )
@@ -224,8 +323,10 @@ class Authority:
     def _add(
         self, built: _Answer, section: list[RR], rrset: RRset, owner: DNSLabel, *, advance: bool
     ) -> None:
-        if rrset.varies:
+        if rrset.mode == "random" and rrset.varies:
             built.cacheable = False
+        elif rrset.varies:
+            built.rotating.append((rrset, rrset.offset % len(rrset.rdatas), advance))
         section.extend(rrset.records(owner, self.rng, advance=advance))
 
     def _add_additional(self, built: _Answer) -> None:

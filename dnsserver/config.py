@@ -6,6 +6,8 @@ message naming it, not when the first query arrives.
 
 from __future__ import annotations
 
+import base64
+import binascii
 from pathlib import Path
 from typing import Literal
 
@@ -62,6 +64,38 @@ class RecordConfig(BaseModel):
         )
 
 
+TsigAlgorithm = Literal["hmac-sha256", "hmac-sha512", "hmac-sha1", "hmac-md5"]
+
+
+class TsigKeyConfig(BaseModel):
+    """A TSIG key (RFC 8945) that must sign RFC 2136 UPDATEs to a zone; ``nsupdate -y`` syntax
+    is ``ALGORITHM:NAME:SECRET`` with these three fields."""
+
+    name: str
+    algorithm: TsigAlgorithm = "hmac-sha256"
+    secret: str  # base64, as BIND's tsig-keygen prints it
+
+    @field_validator("name")
+    @classmethod
+    def _check_key_name(cls, value: str) -> str:
+        try:
+            parse_name(value if value.endswith(".") else value + ".")
+        except BadName as exc:
+            raise ValueError(str(exc)) from None
+        return value
+
+    @field_validator("secret")
+    @classmethod
+    def _check_secret(cls, value: str) -> str:
+        try:
+            decoded = base64.b64decode(value, validate=True)
+        except (binascii.Error, ValueError):
+            raise ValueError("the TSIG secret must be base64 (e.g. from tsig-keygen)") from None
+        if not decoded:
+            raise ValueError("the TSIG secret must not be empty")
+        return value
+
+
 class ZoneConfig(BaseModel):
     """One authoritative zone. Without an SOA (or NS) record, one is synthesized."""
 
@@ -70,6 +104,10 @@ class ZoneConfig(BaseModel):
     file: Path | None = None
     records: list[RecordConfig] = []
     rotation: dict[str, RotationMode] = {}
+    # RFC 2136 dynamic UPDATE (nsupdate): off answers REFUSED; with a key, only UPDATEs
+    # signed with it are applied (the lab's zones are test zones, so open by default).
+    allow_update: bool = True
+    tsig: TsigKeyConfig | None = None
 
     @field_validator("origin")
     @classmethod
@@ -157,6 +195,21 @@ class DnsServerConfig(BaseModel):
     address: IPvAnyAddress
     port: int = Field(default=1053, ge=0, le=65535)
     zones: list[ZoneConfig]
+    # One ``dns.query`` event per query ("all"), per ``event_sample`` queries ("sample"), or none
+    # ("off", for benchmarks); the counters behind ``status`` and /metrics are always kept.
+    events: Literal["all", "sample", "off"] = "all"
+    event_sample: int = Field(default=100, ge=1)
+    # "ADDRESS:PORT" of a Prometheus /metrics HTTP listener; None: no listener.
+    metrics: str | None = None
+
+    @field_validator("metrics")
+    @classmethod
+    def _check_metrics(cls, value: str | None) -> str | None:
+        if value is not None:
+            host, sep, port = value.rpartition(":")
+            if not sep or not host or not port.isdigit() or int(port) > 65535:
+                raise ValueError(f"expected ADDRESS:PORT such as 127.0.0.10:9153, got {value!r}")
+        return value
 
     @model_validator(mode="after")
     def _unique_zones(self) -> DnsServerConfig:

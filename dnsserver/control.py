@@ -71,9 +71,11 @@ class ZoneEditor:
         self.events = events
         self.authority = authority
 
-    def _commit(
+    def commit(
         self, op: str, zone: Zone, records: list[ParsedRecord], /, **fields: Any
     ) -> None:
+        """The one path by which zone data changes (control ops and RFC 2136 UPDATE alike):
+        swap the records in, drop cached answers, emit ``dns.change``."""
         try:
             zone.replace_all(records)
         except ValueError as exc:
@@ -96,7 +98,7 @@ class ZoneEditor:
     def add(self, args: dict[str, Any]) -> dict[str, Any]:
         zone = _zone(self.authority, args)
         new = self._parse_new(zone, args)
-        self._commit("add", zone, zone.records() + new, records=_describe(new))
+        self.commit("add", zone, zone.records() + new, records=_describe(new))
         return {"added": len(new)}
 
     def remove(self, args: dict[str, Any]) -> dict[str, Any]:
@@ -114,7 +116,7 @@ class ZoneEditor:
             (gone if hit else kept).append(record)
         if not gone:
             raise ControlError("no record matches")
-        self._commit("remove", zone, kept, records=_describe(gone))
+        self.commit("remove", zone, kept, records=_describe(gone))
         return {"removed": len(gone)}
 
     @staticmethod
@@ -134,7 +136,7 @@ class ZoneEditor:
         new = self._parse_new(zone, args)
         replaced = {(name_key(r.name), r.rtype) for r in new}
         kept = [r for r in zone.records() if (name_key(r.name), r.rtype) not in replaced]
-        self._commit("replace", zone, kept + new, records=_describe(new))
+        self.commit("replace", zone, kept + new, records=_describe(new))
         return {"records": len(new)}
 
     def set_ttl(self, args: dict[str, Any]) -> dict[str, Any]:
@@ -151,7 +153,7 @@ class ZoneEditor:
                 changed += 1
         if not changed:
             raise ControlError("no record matches")
-        self._commit("set_ttl", zone, records, name=args.get("name"), type=rtype, ttl=ttl)
+        self.commit("set_ttl", zone, records, name=args.get("name"), type=rtype, ttl=ttl)
         return {"changed": changed}
 
 

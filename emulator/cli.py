@@ -295,7 +295,8 @@ def status(lab_name: str | None, as_json: bool) -> None:
         click.echo(json.dumps(data, indent=2))
         return
     dns = data["dns"]
-    click.echo(f"lab {data['lab']}   dns {dns['address']} ({dns['state']})")
+    metrics = f"   metrics {dns['metrics']}" if dns.get("metrics") else ""
+    click.echo(f"lab {data['lab']}   dns {dns['address']} ({dns['state']}){metrics}")
     click.echo()
     click.echo(
         _table(

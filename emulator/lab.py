@@ -23,7 +23,7 @@ from pydantic import (
     model_validator,
 )
 
-from dnsserver.config import DnsServerConfig, RecordConfig, ZoneConfig
+from dnsserver.config import DnsServerConfig, RecordConfig, TsigKeyConfig, ZoneConfig
 from emulator.validation import ConfigError, describe
 from endpoint.config import EndpointConfig
 from registrar.config import RegistrarConfig
@@ -54,6 +54,20 @@ class DnsSpec(_Model):
     # A record per peer and the cluster name). A list replaces them entirely.
     records: list[RecordConfig] | None = None
     rotation: dict[str, Literal["rotate", "fixed", "random"]] = {}
+    # RFC 2136 UPDATE (nsupdate) to the lab's zone; with a key, only signed UPDATEs apply.
+    allow_update: bool = True
+    tsig: TsigKeyConfig | None = None
+    # Query events: every query, one in event_sample, or none (for load tests).
+    events: Literal["all", "sample", "off"] = "all"
+    event_sample: int = Field(default=100, ge=1)
+    # Prometheus /metrics on the DNS address (9153, as CoreDNS); null: no listener.
+    metrics_port: int | None = Field(default=9153, ge=1, le=65535)
+
+    def metrics_address(self) -> str | None:
+        if self.metrics_port is None:
+            return None
+        host = f"[{self.address}]" if self.address.version == 6 else str(self.address)
+        return f"{host}:{self.metrics_port}"
 
 
 class RegistrarSpec(_Model):
@@ -137,10 +151,21 @@ class LabConfig(_Model):
     def dns_config(self) -> DnsServerConfig:
         records = self.dns.records if self.dns.records is not None else self.seed_records()
         zone = ZoneConfig(
-            origin=self.domain, ttl=self.dns.ttl, records=records, rotation=self.dns.rotation
+            origin=self.domain,
+            ttl=self.dns.ttl,
+            records=records,
+            rotation=self.dns.rotation,
+            allow_update=self.dns.allow_update,
+            tsig=self.dns.tsig,
         )
         return DnsServerConfig(
-            name="dns", address=self.dns.address, port=self.dns.port, zones=[zone]
+            name="dns",
+            address=self.dns.address,
+            port=self.dns.port,
+            zones=[zone],
+            events=self.dns.events,
+            event_sample=self.dns.event_sample,
+            metrics=self.dns.metrics_address(),
         )
 
     def seed_records(self) -> list[RecordConfig]:

@@ -25,7 +25,7 @@ import yaml
 
 from emulator.cli import EXIT_NOT_ALL_REGISTERED
 from emulator.client import LabClient
-from emulator.state import LabHandle
+from emulator.state import LabHandle, pid_alive
 
 Event = dict[str, Any]
 
@@ -90,12 +90,20 @@ class RunningLab:
     def client(self) -> LabClient:
         return LabClient(self.handle, timeout=30.0)
 
-    def down(self) -> None:
-        if not (self.state_dir / self.name / "lab.json").exists():
-            return
-        result = self.siplab("down", "--lab", self.name)
-        if result.returncode != 0:
-            raise LabFailure(f"siplab down failed: {result.stdout}{result.stderr}")
+    def down(self, timeout: float = 30.0) -> None:
+        if (self.state_dir / self.name / "lab.json").exists():
+            result = self.siplab("down", "--lab", self.name)
+            if result.returncode != 0:
+                raise LabFailure(f"siplab down failed: {result.stdout}{result.stderr}")
+        elif self._handle is not None and pid_alive(self._handle.pid):
+            # The state file is gone (its directory was removed) but the supervisor we started
+            # still runs: stop it by its PID; it stops its components.
+            os.kill(self._handle.pid, signal.SIGTERM)
+            deadline = time.monotonic() + timeout
+            while pid_alive(self._handle.pid):
+                if time.monotonic() > deadline:
+                    raise LabFailure(f"supervisor {self._handle.pid} did not stop")
+                time.sleep(0.05)
 
     # -- looking ----------------------------------------------------------------------
 
@@ -177,6 +185,7 @@ def running_lab(
     running = RunningLab(lab["name"], state_dir, lab_file)
     try:
         running.up(timeout=timeout, require_registered=require_registered)
+        running.handle  # noqa: B018 - read the state file now: teardown needs the PID
         yield running
     finally:
         running.down()

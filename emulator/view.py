@@ -63,6 +63,7 @@ class EndpointStatus:
 class LabView:
     lab: str
     dns_address: str
+    dns_metrics: str | None = None
     dns_state: str = "starting"
     dns_pid: int | None = None
     peers: dict[str, PeerStatus] = field(default_factory=dict)
@@ -70,7 +71,12 @@ class LabView:
 
     @classmethod
     def of(cls, lab: LabConfig) -> LabView:
-        view = cls(lab=lab.name, dns_address=lab.dns_address())
+        metrics = lab.dns.metrics_address()
+        view = cls(
+            lab=lab.name,
+            dns_address=lab.dns_address(),
+            dns_metrics=f"http://{metrics}/metrics" if metrics else None,
+        )
         for peer in lab.peers:
             view.peers[peer.name] = PeerStatus(peer.name, str(peer.address))
         for spec in lab.endpoints:
@@ -133,7 +139,12 @@ class LabView:
     def to_dict(self) -> dict[str, Any]:
         return {
             "lab": self.lab,
-            "dns": {"address": self.dns_address, "state": self.dns_state, "pid": self.dns_pid},
+            "dns": {
+                "address": self.dns_address,
+                "state": self.dns_state,
+                "pid": self.dns_pid,
+                "metrics": self.dns_metrics,
+            },
             "peers": [p.to_dict() for p in self.peers.values()],
             "endpoints": [e.to_dict() for e in self.endpoints.values()],
         }

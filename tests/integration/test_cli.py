@@ -16,7 +16,7 @@ from typing import Any
 import pytest
 
 from emulator.testing import RunningLab, lab_addresses, leftovers, started_pids, write_lab
-from tests.integration.conftest import fresh_lab_dict
+from tests.labs import fresh_lab_dict
 
 pytestmark = pytest.mark.integration
 

@@ -1,21 +1,10 @@
-"""Labs for integration tests: each test gets its own loopback /24, so labs run side by side.
-
-``make_lab`` builds on the ``siplab_lab`` fixture that siplab offers its users: the lab is
-stopped with ``siplab down`` after the test, and the test errors if any process it started is
-still alive or anything still listens on its addresses.
-"""
+"""Lab files for tests: each lab gets its own loopback /24, so labs run side by side."""
 
 from __future__ import annotations
 
 import itertools
 import os
-from collections.abc import Callable
 from typing import Any
-
-import pytest
-
-from emulator.pytest_plugin import LabFactory
-from emulator.testing import RunningLab
 
 _blocks = itertools.count(1)
 
@@ -62,13 +51,3 @@ def fresh_lab_dict(**overrides: Any) -> dict[str, Any]:
     for key, value in overrides.items():
         lab[key] = value(prefix) if callable(value) else value
     return lab
-
-
-@pytest.fixture
-def make_lab(siplab_lab: LabFactory) -> Callable[..., RunningLab]:
-    """``make_lab(endpoints=..., registrar=...)`` starts a lab on a fresh /24 and returns it."""
-
-    def start(*, require_registered: bool = True, **overrides: Any) -> RunningLab:
-        return siplab_lab(fresh_lab_dict(**overrides), require_registered=require_registered)
-
-    return start
