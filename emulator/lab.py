@@ -51,8 +51,13 @@ class DnsSpec(_Model):
     # The seed's round-robin name for option 2: one A record per peer.
     cluster_name: str = "habibexpc-cluster"
     # None: generate the seed's records from the peers (SRV for _sips._tcp and _sip._tcp, an
-    # A record per peer and the cluster name). A list replaces them entirely.
+    # A record per peer and the cluster name), unless zone_file gives the zone. A list
+    # replaces them entirely (and adds to zone_file's records).
     records: list[RecordConfig] | None = None
+    # An RFC 1035 master file for the lab's domain (relative to the lab file).
+    zone_file: Path | None = None
+    # More zones on the same server, each with records and/or a master file.
+    zones: list[ZoneConfig] = []
     rotation: dict[str, Literal["rotate", "fixed", "random"]] = {}
     # RFC 2136 UPDATE (nsupdate) to the lab's zone; with a key, only signed UPDATEs apply.
     allow_update: bool = True
@@ -149,10 +154,13 @@ class LabConfig(_Model):
         return f"{host}:{self.dns.port}"
 
     def dns_config(self) -> DnsServerConfig:
-        records = self.dns.records if self.dns.records is not None else self.seed_records()
+        records = self.dns.records
+        if records is None:
+            records = [] if self.dns.zone_file is not None else self.seed_records()
         zone = ZoneConfig(
             origin=self.domain,
             ttl=self.dns.ttl,
+            file=self.dns.zone_file,
             records=records,
             rotation=self.dns.rotation,
             allow_update=self.dns.allow_update,
@@ -162,7 +170,7 @@ class LabConfig(_Model):
             name="dns",
             address=self.dns.address,
             port=self.dns.port,
-            zones=[zone],
+            zones=[zone, *self.dns.zones],
             events=self.dns.events,
             event_sample=self.dns.event_sample,
             metrics=self.dns.metrics_address(),
@@ -277,11 +285,14 @@ def default_lab() -> LabConfig:
     )
 
 
-def parse_lab(data: object, source: str) -> LabConfig:
+def parse_lab(data: object, source: str, base: Path | None = None) -> LabConfig:
+    """Validate a lab mapping; file paths in it are relative to ``base`` (the file's folder)."""
     if not isinstance(data, dict):
         raise ConfigError(
             f"{source}: a lab file must be a YAML mapping (name:, domain:, peers:, ...)"
         )
+    if base is not None:
+        _anchor_paths(data, base)
     try:
         return LabConfig.model_validate(data)
     except ValidationError as exc:
@@ -303,4 +314,16 @@ def load_lab(path: Path) -> LabConfig:
         where = f"{path}:{mark.line + 1}:{mark.column + 1}" if mark else str(path)
         problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
         raise ConfigError(f"{where}: not valid YAML: {problem}") from None
-    return parse_lab(data, str(path))
+    return parse_lab(data, str(path), path.parent)
+
+
+def _anchor_paths(data: dict[str, object], base: Path) -> None:
+    """Zone file paths in a lab file mean "next to the lab file", wherever siplab runs."""
+    dns = data.get("dns")
+    if not isinstance(dns, dict):
+        return
+    if isinstance(dns.get("zone_file"), str):
+        dns["zone_file"] = str(base / dns["zone_file"])
+    for zone in dns.get("zones") or []:
+        if isinstance(zone, dict) and isinstance(zone.get("file"), str):
+            zone["file"] = str(base / zone["file"])

@@ -2,10 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
-import json
-import sys
 from pathlib import Path
 from typing import Any
 
@@ -14,6 +10,7 @@ import dns.rdatatype
 
 from dnsserver.authority import Authority, QueryInfo
 from dnsserver.config import DnsServerConfig, RecordConfig, ZoneConfig
+from emulator.testing import ComponentUnderTest
 
 CLIENT = ("127.0.0.1", 40000)
 REPO = Path(__file__).resolve().parent.parent
@@ -60,82 +57,9 @@ def texts(response: dns.message.Message, section: str = "answer") -> list[str]:
     ]
 
 
-class DnsProcess:
-    """``python -m dnsserver`` as a real subprocess, with its events read from stdout.
-
-    Every wait is bounded; ``stop`` always leaves no process behind.
-    """
-
-    def __init__(self, process: asyncio.subprocess.Process) -> None:
-        self.process = process
-        self.events: list[dict[str, Any]] = []
-        self._arrived = asyncio.Event()
-        self._reader = asyncio.create_task(self._read())
-        self._next_id = 0
+class DnsProcess(ComponentUnderTest):
+    """``python -m dnsserver`` as a real subprocess; every wait bounded, ``stop`` leaves none."""
 
     @classmethod
     async def start(cls, config: DnsServerConfig) -> DnsProcess:
-        """The server under lab-supervisor conditions: --config-json, control on stdio."""
-        return await cls.spawn(
-            sys.executable, "-m", "dnsserver",
-            "--config-json", config.model_dump_json(), "--control", "stdio",
-        )
-
-    @classmethod
-    async def spawn(cls, *argv: str) -> DnsProcess:
-        process = await asyncio.create_subprocess_exec(
-            *argv,
-            stdin=asyncio.subprocess.PIPE,
-            stdout=asyncio.subprocess.PIPE,
-            stderr=asyncio.subprocess.PIPE,
-            cwd=REPO,
-        )
-        return cls(process)
-
-    async def _read(self) -> None:
-        assert self.process.stdout is not None
-        async for line in self.process.stdout:
-            self.events.append(json.loads(line))
-            self._arrived.set()
-
-    async def wait_for(self, kind: str, timeout: float = 10.0, **fields: Any) -> dict[str, Any]:
-        """The first event of ``kind`` whose fields include ``fields``."""
-        async with asyncio.timeout(timeout):
-            while True:
-                for event in self.events:
-                    if event["kind"] == kind and all(event.get(k) == v for k, v in fields.items()):
-                        return event
-                if self._reader.done():
-                    raise AssertionError(f"process ended without a {kind!r} event: {self.events}")
-                self._arrived.clear()
-                await self._arrived.wait()
-
-    async def request(self, op: str, timeout: float = 10.0, **args: Any) -> dict[str, Any]:
-        """Send a control request and return its ``control.reply`` event."""
-        self._next_id += 1
-        request_id = self._next_id
-        await self.send_line(json.dumps({"id": request_id, "op": op, "args": args}))
-        return await self.wait_for("control.reply", timeout, id=request_id)
-
-    async def send_line(self, line: str) -> None:
-        assert self.process.stdin is not None
-        self.process.stdin.write(line.encode() + b"\n")
-        await self.process.stdin.drain()
-
-    async def wait_exit(self, timeout: float = 10.0) -> int:
-        async with asyncio.timeout(timeout):
-            status = await self.process.wait()
-            await self._reader
-        return status
-
-    async def stop(self) -> None:
-        """Kill the process by PID if it is still alive, and reap it (bounded)."""
-        if self.process.returncode is None:
-            with contextlib.suppress(ProcessLookupError):
-                self.process.kill()
-            with contextlib.suppress(TimeoutError):
-                async with asyncio.timeout(5):
-                    await self.process.wait()
-        self._reader.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await self._reader
+        return await cls.launch("dnsserver", config.model_dump_json())

@@ -10,21 +10,20 @@ control op) is seen by the very next query, and that the Prometheus counters mov
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import json
 import random
 import sys
 import time
 import urllib.request
 from collections import Counter
-from pathlib import Path
 from typing import Any
 
 import dns.flags
 import dns.message
 import dns.rcode
 
-REPO = Path(__file__).resolve().parents[2]
+from emulator.testing import ComponentUnderTest
+
 ADDRESS = "127.0.56.5"
 ORIGIN = "uctest.local"
 CLUSTER = f"habibexpc-cluster.{ORIGIN}"
@@ -56,50 +55,6 @@ class _Client(asyncio.DatagramProtocol):
         future = self.waiting.pop(int.from_bytes(data[:2], "big"), None)
         if future is not None and not future.done():
             future.set_result(data)
-
-
-class Server:
-    """The server subprocess with its events, and control requests over stdin."""
-
-    def __init__(self, process: asyncio.subprocess.Process) -> None:
-        self.process = process
-        self.events: list[dict[str, Any]] = []
-        self._reader = asyncio.create_task(self._read())
-        self._next = 0
-
-    async def _read(self) -> None:
-        assert self.process.stdout is not None
-        async for line in self.process.stdout:
-            self.events.append(json.loads(line))
-
-    async def wait_for(self, kind: str, timeout: float = 10.0, **fields: Any) -> dict[str, Any]:
-        async with asyncio.timeout(timeout):
-            while True:
-                for event in self.events:
-                    if event["kind"] == kind and all(event.get(k) == v for k, v in fields.items()):
-                        return event
-                if self._reader.done():
-                    raise AssertionError(f"server ended: {self.events[-5:]}")
-                await asyncio.sleep(0.02)
-
-    async def request(self, op: str, **args: Any) -> dict[str, Any]:
-        self._next += 1
-        assert self.process.stdin is not None
-        line = json.dumps({"id": self._next, "op": op, "args": args}) + "\n"
-        self.process.stdin.write(line.encode())
-        await self.process.stdin.drain()
-        return await self.wait_for("control.reply", id=self._next)
-
-    async def stop(self) -> None:
-        if self.process.returncode is None:
-            with contextlib.suppress(ProcessLookupError):
-                self.process.kill()
-            with contextlib.suppress(TimeoutError):
-                async with asyncio.timeout(5):
-                    await self.process.wait()
-        self._reader.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await self._reader
 
 
 async def _ask(
@@ -147,19 +102,7 @@ def _metric(text: str, name: str) -> float:
 
 async def self_check(count: int) -> int:
     started = time.monotonic()
-    process = await asyncio.create_subprocess_exec(
-        sys.executable,
-        "-m",
-        "dnsserver",
-        "--config-json",
-        json.dumps(_config()),
-        "--control",
-        "stdio",
-        stdin=asyncio.subprocess.PIPE,
-        stdout=asyncio.subprocess.PIPE,
-        cwd=REPO,
-    )
-    server = Server(process)
+    server = await ComponentUnderTest.launch("dnsserver", json.dumps(_config()))
     transport: asyncio.DatagramTransport | None = None
     try:
         ready = await server.wait_for("ready")

@@ -1,0 +1,143 @@
+"""The lab model: the seed's default lab, lab files, and what each component is told."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from dnsserver.authority import Authority
+from emulator.lab import default_lab, load_lab
+from emulator.validation import ConfigError
+from tests.dnshelpers import ask, texts
+
+
+def write(tmp_path: Path, text: str, name: str = "lab.yaml") -> Path:
+    path = tmp_path / name
+    path.write_text(text)
+    return path
+
+
+def test_default_lab_is_the_seed() -> None:
+    lab = default_lab()
+    assert lab.component_names() == ["dns", "exp1", "exp2", "1001@uctest.local"]
+    assert lab.dns_address() == "127.0.0.10:1053"
+    endpoint = lab.endpoint_config("1001@uctest.local")
+    assert (endpoint.proxy, endpoint.transport, str(endpoint.address)) == (
+        "uctest.local",
+        "tcp",
+        "127.0.0.101",
+    )
+    assert endpoint.dns == ["127.0.0.10:1053"]
+    peer = lab.registrar_config("exp1")
+    assert (str(peer.address), peer.tcp_port, peer.tls_port, peer.max_expires) == (
+        "127.0.0.11",
+        5060,
+        5061,
+        60,
+    )
+    authority = Authority(lab.dns_config().zones)
+    srv, _ = ask(authority, "_sip._tcp.uctest.local", "SRV")
+    assert sorted(texts(srv)) == [
+        "_sip._tcp.uctest.local. SRV 10 10 5060 exp1.uctest.local.",
+        "_sip._tcp.uctest.local. SRV 10 10 5060 exp2.uctest.local.",
+    ]
+    sips, _ = ask(authority, "_sips._tcp.uctest.local", "SRV")
+    assert {t.split()[-2] for t in texts(sips)} == {"5061"}
+    cluster, _ = ask(authority, "habibexpc-cluster.uctest.local", "A")
+    assert sorted(texts(cluster)) == [
+        "habibexpc-cluster.uctest.local. A 127.0.0.11",
+        "habibexpc-cluster.uctest.local. A 127.0.0.12",
+    ]
+
+
+def test_example_output_loads_back(tmp_path: Path) -> None:
+    lab = load_lab(write(tmp_path, default_lab().to_yaml()))
+    assert lab == default_lab()
+
+
+def test_endpoints_get_addresses_and_names(tmp_path: Path) -> None:
+    lab = load_lab(
+        write(
+            tmp_path,
+            "peers: [{name: p1, address: 127.0.9.11}]\n"
+            "endpoint_base_address: 127.0.9.200\n"
+            "endpoints: [{uri: 1001@uctest.local},"
+            " {uri: 1002@uctest.local, proxy: p1.uctest.local}]\n",
+        )
+    )
+    assert lab.endpoint_names() == ["1001@uctest.local", "1002@uctest.local"]
+    assert str(lab.endpoint_config("1002@uctest.local").address) == "127.0.9.201"
+    assert lab.endpoint_config("1002@uctest.local").proxy == "p1.uctest.local"
+
+
+def test_zone_file_next_to_the_lab_file_and_extra_zones(tmp_path: Path) -> None:
+    (tmp_path / "zones").mkdir()
+    write(
+        tmp_path / "zones",
+        "$ORIGIN uctest.local.\n$TTL 30\n"
+        "_sip._tcp SRV 10 10 5060 exp1\nexp1 A 127.0.9.11\n",
+        "uctest.local.zone",
+    )
+    write(tmp_path / "zones", "$TTL 30\nhost A 127.0.9.50\n", "other.test.zone")
+    lab = load_lab(
+        write(
+            tmp_path,
+            "peers: [{name: exp1, address: 127.0.9.11}]\n"
+            "dns: {zone_file: zones/uctest.local.zone, "
+            "zones: [{origin: other.test, file: zones/other.test.zone}]}\n",
+        )
+    )
+    authority = Authority(lab.dns_config().zones)
+    srv, _ = ask(authority, "_sip._tcp.uctest.local", "SRV")
+    assert texts(srv) == ["_sip._tcp.uctest.local. SRV 10 10 5060 exp1.uctest.local."]
+    # The file is the zone: no generated seed records beside it.
+    cluster, _ = ask(authority, "habibexpc-cluster.uctest.local", "A")
+    assert texts(cluster) == []
+    other, _ = ask(authority, "host.other.test", "A")
+    assert texts(other) == ["host.other.test. A 127.0.9.50"]
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ("peers: [{name: dns, address: 127.0.9.1}]\n", "'dns' is used twice (or is reserved)"),
+        (
+            "peers: [{name: a, address: 127.0.9.1}, {name: b, address: 127.0.9.1}]\n",
+            "two peers share an address",
+        ),
+        (
+            "peers: [{name: a, address: 127.0.9.1}]\nregistrar: {min_expires: 90}\n",
+            "min_expires is above",
+        ),
+        (
+            "peers: [{name: a, address: 127.0.9.1}]\nendpoints: [{uri: 1@d, proxy: 'bad proxy'}]\n",
+            "endpoints[0]",
+        ),
+        (
+            "peers: [{name: a, address: 127.0.9.1}]\ndns: {zone_file: missing.zone}\n",
+            "missing.zone",
+        ),
+        (
+            "peers: [{name: a, address: 127.0.9.1}]\n"
+            "dns: {tsig: {name: k, secret: 'not base64!'}}\n",
+            "base64",
+        ),
+    ],
+)
+def test_bad_lab_files_get_one_line(tmp_path: Path, text: str, expected: str) -> None:
+    with pytest.raises(ConfigError) as caught:
+        load_lab(write(tmp_path, text))
+    message = str(caught.value)
+    assert expected in message
+    assert "\n" not in message
+
+
+def test_unreadable_and_non_yaml_files(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match="cannot read lab file"):
+        load_lab(tmp_path / "nope.yaml")
+    (tmp_path / "bin.yaml").write_bytes(b"\xff\xfe\x00")
+    with pytest.raises(ConfigError, match="not a UTF-8 text file"):
+        load_lab(tmp_path / "bin.yaml")
+    with pytest.raises(ConfigError, match=r"lab.yaml:3:1: not valid YAML"):
+        load_lab(write(tmp_path, "peers:\n  - [\n"))
