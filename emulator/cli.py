@@ -196,6 +196,8 @@ def _up_detached(lab_file: Path | None, lab: LabConfig, timeout: float) -> int:
     directory = run_dir(lab.name)
     directory.mkdir(parents=True, exist_ok=True)
     log_path = directory / "supervisor.log"
+    components = ", ".join(lab.component_names())
+    click.echo(f"starting lab {lab.name!r} ({components}); log: {log_path}", err=True)
     read_end, write_end = os.pipe()
     command = [sys.executable, "-m", "emulator.cli", "up", "--timeout", str(timeout)]
     command += ["--ready-fd", str(write_end)]
