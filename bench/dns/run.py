@@ -122,6 +122,7 @@ def write_inputs(tmp: Path, events: str) -> dict[str, Path]:
     database: ""
     zonelistfile: "{tmp}/zone.list"
     xfrdfile: "{tmp}/xfrd.state"
+    xfrdir: "{tmp}"
     pidfile: "{tmp}/nsd.pid"
     logfile: "{tmp}/nsd.log"
     verbosity: 0
