@@ -93,7 +93,6 @@ class ComponentContext:
         self.emitter = Emitter(name, writer.write)
         self.stopping = asyncio.Event()
         self._handlers: dict[str, Handler] = {}
-        self._writer = writer
 
     def emit(self, kind: str, /, **fields: Any) -> None:
         self.emitter.emit(kind, **fields)

@@ -33,9 +33,6 @@ class BindingStore:
     def __len__(self) -> int:
         return len(self._expiry)
 
-    def aor_count(self) -> int:
-        return len(self._by_aor)
-
     def get(self, aor: str, key: ContactKey) -> Binding | None:
         return self._by_aor.get(aor, {}).get(key)
 

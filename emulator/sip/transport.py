@@ -233,9 +233,6 @@ class SipTransport:
         stream = self._streams.get(flow)
         return stream is not None and stream.send(data)
 
-    def has_flow(self, flow: Flow) -> bool:
-        return flow.transport == "udp" or flow in self._streams
-
     def close_flow(self, flow: Flow) -> None:
         stream = self._streams.get(flow)
         if stream is not None:
