@@ -9,6 +9,8 @@ import signal
 import subprocess
 import sys
 import time
+import urllib.error
+import urllib.request
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -220,3 +222,38 @@ def test_foreground_up_stops_everything_on_ctrl_c(tmp_path: Path) -> None:
         if process.poll() is None:
             process.kill()
             process.wait(timeout=10)
+
+
+def test_control_plane_answers_bad_requests_with_json_errors(
+    make_lab: Callable[..., RunningLab],
+) -> None:
+    lab = make_lab()
+    base = lab.handle.control
+
+    def call(method: str, path: str, body: bytes | None = None) -> tuple[int, dict[str, Any]]:
+        request = urllib.request.Request(base + path, data=body, method=method)
+        try:
+            with urllib.request.urlopen(request, timeout=10) as response:
+                return response.status, json.loads(response.read())
+        except urllib.error.HTTPError as exc:
+            return exc.code, json.loads(exc.read())
+
+    cases = [
+        ("POST", "/peers/exp1/maintenance", b"not json", 400),
+        ("POST", "/peers/exp1/maintenance", b"[1, 2]", 400),
+        ("POST", "/peers/exp1/maintenance", b'{"on": "yes"}', 400),
+        ("GET", "/events?since=abc", None, 400),
+        ("GET", "/wait?until=forever", None, 400),
+        ("POST", "/components/exp1/explode", b"{}", 404),
+        ("POST", "/components/nosuch/kill", b"{}", 409),
+        ("POST", "/components/exp1/ops/shutdown", b"{}", 409),
+        ("POST", "/components/dns/ops/nosuch", b"{}", 409),
+        ("POST", "/components/dns/ops/add", b'{"records": "x"}', 409),
+    ]
+    for method, path, body, status in cases:
+        code, payload = call(method, path, body)
+        assert code == status, (path, payload)
+        assert payload["error"], path
+    # The lab is unharmed.
+    assert call("GET", "/status")[1]["endpoints"][0]["state"] == "Registered"
+    assert all(p["state"] == "active" for p in lab.status()["peers"])

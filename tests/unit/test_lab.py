@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from dnsserver.authority import Authority
 from emulator.lab import default_lab, load_lab
@@ -141,3 +144,23 @@ def test_unreadable_and_non_yaml_files(tmp_path: Path) -> None:
         load_lab(tmp_path / "bin.yaml")
     with pytest.raises(ConfigError, match=r"lab.yaml:3:1: not valid YAML"):
         load_lab(write(tmp_path, "peers:\n  - [\n"))
+
+
+yaml_ish = st.text(
+    alphabet=st.sampled_from(list("peers:[]{}-, \n\tnameaddrsdomain127.0.1uri@x:'\"#&*!|>%")),
+    max_size=200,
+)
+
+
+@settings(max_examples=300, deadline=None)
+@given(text=yaml_ish)
+def test_any_lab_text_loads_or_fails_with_one_line(tmp_path_factory: Any, text: str) -> None:
+    path = tmp_path_factory.mktemp("lab") / "lab.yaml"
+    path.write_text(text)
+    try:
+        load_lab(path)
+    except ConfigError as exc:
+        message = str(exc)
+    else:
+        return
+    assert "\n" not in message
