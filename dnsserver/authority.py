@@ -26,6 +26,7 @@ Transport = Literal["udp", "tcp"]
 HEADER = struct.Struct("!HHHHHH")
 QR, AA, TC, RD, CD = 0x8000, 0x0400, 0x0200, 0x0100, 0x0010
 CLASS_IN, CLASS_ANY = 1, 255
+MAX_NAME_OCTETS = 255  # RFC 1035 §2.3.4
 UDP_MINIMUM = 512  # RFC 1035 §4.2.1; also the floor for an EDNS payload size (RFC 6891 §6.2.5)
 OUR_UDP_PAYLOAD = 1232  # what we advertise: the DNS Flag Day 2020 size, safe from fragmentation
 MAX_CNAME_CHAIN = 8
@@ -118,6 +119,10 @@ class CachedAnswer:
 def _client_text(client: tuple[str, int]) -> str:
     host, port = client[0], client[1]
     return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+
+
+def _wire_length(name: DNSLabel) -> int:
+    return sum(len(label) + 1 for label in name.label) + 1
 
 
 def _header_only(query_id: int, flags: int, rcode: int) -> bytes:
@@ -251,7 +256,12 @@ class Authority:
         if opcode != OPCODE.QUERY:
             info = QueryInfo(who, transport, "", OPCODE.get(opcode), "NOTIMP")
             return _header_only(query_id, flags, RCODE.NOTIMP), info, True
-        if request is None or len(request.questions) != 1:
+        if (
+            request is None
+            or len(request.questions) != 1
+            or _wire_length(request.questions[0].qname) > MAX_NAME_OCTETS
+        ):
+            # dnslib parses a name over 255 octets (RFC 1035 §2.3.4) but cannot pack it back.
             return _header_only(query_id, flags, RCODE.FORMERR), QueryInfo(
                 who, transport, "", "", "FORMERR"
             ), True

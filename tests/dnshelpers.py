@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import struct
 from pathlib import Path
 from typing import Any
 
@@ -55,6 +56,25 @@ def texts(response: dns.message.Message, section: str = "answer") -> list[str]:
         for rrset in getattr(response, section)
         for rdata in rrset
     ]
+
+
+def _header(qdcount: int = 1, ancount: int = 0, nscount: int = 0, arcount: int = 0) -> bytes:
+    return struct.pack("!HHHHHH", 0x1234, 0x0100, qdcount, ancount, nscount, arcount)
+
+
+# Hand-made hostile queries, each with a readable header (so FORMERR is the right answer).
+HOSTILE = {
+    # A name that is a pointer to itself, and two pointers pointing at each other.
+    "compression loop": _header() + b"\xc0\x0c" + b"\x00\x01\x00\x01",
+    "pointer ping-pong": _header() + b"\xc0\x0e\xc0\x0c" + b"\x00\x01\x00\x01",
+    "pointer past the end": _header() + b"\xc0\xff" + b"\x00\x01\x00\x01",
+    # Counts far beyond what the packet holds.
+    "huge counts": _header(65535, 65535, 65535, 65535) + b"\x00\x00\x01\x00\x01",
+    "question count 0": _header(qdcount=0),
+    "label longer than the packet": _header() + b"\x3fabc",
+    "name over 255 octets": _header() + (b"\x3f" + b"a" * 63) * 5 + b"\x00\x00\x01\x00\x01",
+    "truncated question": _header() + b"\x03www\x07uctest",
+}
 
 
 class DnsProcess(ComponentUnderTest):

@@ -17,7 +17,7 @@ import dns.rdatatype
 import pytest
 
 from dnsserver.config import DnsServerConfig
-from tests.dnshelpers import DnsProcess, seed_zone
+from tests.dnshelpers import HOSTILE, DnsProcess, seed_zone
 
 pytestmark = pytest.mark.integration
 
@@ -126,11 +126,13 @@ async def test_keeps_answering_after_garbage_datagrams(start_dns: Callable[..., 
     with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
         for garbage in (b"", b"\x00", b"\xff" * 11, b"\x12\x34\x01\x00\x00\x01" + b"\xff" * 40):
             sock.sendto(garbage, ("127.0.53.27", PORT))
+        for hostile in HOSTILE.values():
+            sock.sendto(hostile, ("127.0.53.27", PORT))
     response = await udp("127.0.53.27", "exp2.uctest.local")
     assert [rdata.address for rdata in response.answer[0]] == ["127.0.53.12"]
     status = await process.request("status")
     assert status["ok"]
-    assert status["result"]["queries_by_rcode"]["FORMERR"] == 1
+    assert status["result"]["queries_by_rcode"]["FORMERR"] == 1 + len(HOSTILE)
     assert status["result"]["unanswered"] == 3
 
 

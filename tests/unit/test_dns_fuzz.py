@@ -5,11 +5,13 @@ from __future__ import annotations
 import random
 
 import dns.message
+import dns.rcode
+import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from dnsserver.authority import Authority
-from tests.dnshelpers import CLIENT, seed_zone
+from tests.dnshelpers import CLIENT, HOSTILE, seed_zone
 
 AUTHORITY = Authority([seed_zone()], rng=random.Random(3))
 VALID = [
@@ -53,3 +55,15 @@ def test_mutated_queries_never_raise(
             packet[position] = value
     packet = packet[: max(0, len(packet) - cut)] + tail
     _check(bytes(packet), "udp")
+
+
+@pytest.mark.parametrize("name", sorted(HOSTILE))
+@pytest.mark.parametrize("transport", ["udp", "tcp"])
+def test_hostile_queries_get_formerr(name: str, transport: str) -> None:
+    packet = HOSTILE[name]
+    _check(packet, transport)
+    wire, info = AUTHORITY.answer(packet, CLIENT, transport)  # type: ignore[arg-type]
+    assert wire is not None
+    assert info is not None
+    assert info.rcode == "FORMERR"
+    assert wire[3] & 0x0F == dns.rcode.FORMERR
