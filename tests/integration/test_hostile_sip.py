@@ -1,0 +1,65 @@
+"""A registrar peer fed garbage over UDP and TCP keeps serving, and says what it refused."""
+
+from __future__ import annotations
+
+import socket
+from collections.abc import Callable
+
+import pytest
+
+from emulator.sip.message import Response, new_branch, parse_message
+from emulator.testing import RunningLab
+
+pytestmark = pytest.mark.integration
+
+GARBAGE = [
+    b"\x00\xff" * 40,
+    b"REGISTER\r\n\r\n",
+    b"SIP/2.0 999999 Nope\r\n\r\n",
+    b"INVITE sip:x SIP/2.0\r\nContent-Length: -5\r\n\r\n",
+    b"OPTIONS sip:uctest.local SIP/2.0\r\nVia: SIP/2.0/UDP 127.0.0.1:1\r\n\r\n",
+]
+
+
+def options(address: str, port: int) -> bytes:
+    return (
+        f"OPTIONS sip:uctest.local SIP/2.0\r\n"
+        f"Via: SIP/2.0/UDP {address}:{port};branch={new_branch()}\r\n"
+        "Max-Forwards: 70\r\nFrom: <sip:probe@uctest.local>;tag=p\r\n"
+        "To: <sip:uctest.local>\r\nCall-ID: probe\r\nCSeq: 1 OPTIONS\r\n"
+        "Content-Length: 0\r\n\r\n"
+    ).encode()
+
+
+def test_registrar_survives_garbage(make_lab: Callable[..., RunningLab]) -> None:
+    lab = make_lab()
+    peer = lab.status()["peers"][0]
+    host = peer["address"]
+    seq = lab.next_seq()
+    prefix = host.rsplit(".", 1)[0]
+    local = f"{prefix}.200"
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as udp:
+        udp.bind((local, 0))
+        udp.settimeout(5)
+        for datagram in GARBAGE:
+            udp.sendto(datagram, (host, 5060))
+        for stream in (*GARBAGE, b"REGISTER sip:x SIP/2.0\r\n" + b"X-Big: y\r\n" * 5000):
+            with socket.create_connection(
+                (host, 5060), timeout=5, source_address=(local, 0)
+            ) as tcp:
+                tcp.sendall(stream)
+                tcp.shutdown(socket.SHUT_WR)
+                while tcp.recv(4096):  # the peer closes a connection it cannot frame
+                    pass
+        udp.sendto(options(local, udp.getsockname()[1]), (host, 5060))
+        reply = parse_message(udp.recv(65535))
+    assert isinstance(reply, Response)
+    assert reply.status == 200
+    bad = lab.wait_for(
+        lambda e: e["component"] == peer["name"] and e["kind"] == "sip.bad_message",
+        since=seq,
+        what="sip.bad_message",
+    )
+    assert bad["error"]
+    assert lab.endpoint()["state"] == "Registered"
+    assert next(p for p in lab.status()["peers"] if p["name"] == peer["name"])["state"] == "active"
