@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import socket
 import sys
-from collections.abc import AsyncIterator, Callable
+from collections.abc import Callable
 from typing import Any
 
 import dns.asyncquery
@@ -31,31 +31,13 @@ def lab_config(address: str) -> DnsServerConfig:
     )
 
 
-@pytest.fixture
-async def start_dns() -> AsyncIterator[Callable[..., Any]]:
-    started: list[DnsProcess] = []
-
-    async def start(address: str, *, wait_ready: bool = True) -> DnsProcess:
-        process = await DnsProcess.start(lab_config(address))
-        started.append(process)
-        if wait_ready:
-            await process.wait_for("ready", timeout=10)
-        return process
-
-    try:
-        yield start
-    finally:
-        for process in started:
-            await process.stop()
-
-
 async def udp(address: str, name: str, rdtype: str = "A") -> dns.message.Message:
     query = dns.message.make_query(name, rdtype)
     return await dns.asyncquery.udp(query, address, port=PORT, timeout=3)
 
 
 async def test_ready_event_names_address_port_and_zones(start_dns: Callable[..., Any]) -> None:
-    process = await start_dns("127.0.53.20")
+    process = await start_dns(lab_config("127.0.53.20"))
     ready = await process.wait_for("ready")
     assert (ready["address"], ready["port"], ready["zones"]) == (
         "127.0.53.20",
@@ -66,7 +48,7 @@ async def test_ready_event_names_address_port_and_zones(start_dns: Callable[...,
 
 
 async def test_srv_lists_both_peers(start_dns: Callable[..., Any]) -> None:
-    process = await start_dns("127.0.53.21")
+    process = await start_dns(lab_config("127.0.53.21"))
     response = await udp("127.0.53.21", "_sip._tcp.uctest.local", "SRV")
     targets = sorted(str(rdata.target) for rdata in response.answer[0])
     assert targets == ["exp1.uctest.local.", "exp2.uctest.local."]
@@ -84,7 +66,7 @@ async def test_srv_lists_both_peers(start_dns: Callable[..., Any]) -> None:
 async def test_cluster_name_comes_back_rotated_between_two_answers(
     start_dns: Callable[..., Any],
 ) -> None:
-    await start_dns("127.0.53.22")
+    await start_dns(lab_config("127.0.53.22"))
     first = [rdata.address for rdata in (await udp("127.0.53.22", CLUSTER)).answer[0]]
     second = [rdata.address for rdata in (await udp("127.0.53.22", CLUSTER)).answer[0]]
     assert sorted(first) == sorted(second) == ["127.0.53.11", "127.0.53.12"]
@@ -92,7 +74,7 @@ async def test_cluster_name_comes_back_rotated_between_two_answers(
 
 
 async def test_tcp_query(start_dns: Callable[..., Any]) -> None:
-    process = await start_dns("127.0.53.23")
+    process = await start_dns(lab_config("127.0.53.23"))
     query = dns.message.make_query("exp1.uctest.local", "A")
     response = await dns.asyncquery.tcp(query, "127.0.53.23", port=PORT, timeout=3)
     assert [rdata.address for rdata in response.answer[0]] == ["127.0.53.11"]
@@ -100,21 +82,21 @@ async def test_tcp_query(start_dns: Callable[..., Any]) -> None:
 
 
 async def test_nxdomain_carries_the_soa(start_dns: Callable[..., Any]) -> None:
-    await start_dns("127.0.53.24")
+    await start_dns(lab_config("127.0.53.24"))
     response = await udp("127.0.53.24", "missing.uctest.local")
     assert response.rcode() == dns.rcode.NXDOMAIN
     assert response.authority[0].rdtype == dns.rdatatype.SOA
 
 
 async def test_stops_on_shutdown_request(start_dns: Callable[..., Any]) -> None:
-    process = await start_dns("127.0.53.25")
+    process = await start_dns(lab_config("127.0.53.25"))
     await process.send_line('{"id":1,"op":"shutdown"}')
     assert await process.wait_exit(10) == 0
     assert process.events[-1]["kind"] == "component.stopped"
 
 
 async def test_stops_when_stdin_closes(start_dns: Callable[..., Any]) -> None:
-    process = await start_dns("127.0.53.26")
+    process = await start_dns(lab_config("127.0.53.26"))
     assert process.process.stdin is not None
     process.process.stdin.close()
     assert await process.wait_exit(10) == 0
@@ -122,7 +104,7 @@ async def test_stops_when_stdin_closes(start_dns: Callable[..., Any]) -> None:
 
 
 async def test_keeps_answering_after_garbage_datagrams(start_dns: Callable[..., Any]) -> None:
-    process = await start_dns("127.0.53.27")
+    process = await start_dns(lab_config("127.0.53.27"))
     with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
         for garbage in (b"", b"\x00", b"\xff" * 11, b"\x12\x34\x01\x00\x00\x01" + b"\xff" * 40):
             sock.sendto(garbage, ("127.0.53.27", PORT))
@@ -139,8 +121,8 @@ async def test_keeps_answering_after_garbage_datagrams(start_dns: Callable[..., 
 async def test_second_server_on_the_same_address_fails_with_one_line(
     start_dns: Callable[..., Any],
 ) -> None:
-    await start_dns("127.0.53.28")
-    second = await start_dns("127.0.53.28", wait_ready=False)
+    await start_dns(lab_config("127.0.53.28"))
+    second = await start_dns(lab_config("127.0.53.28"), wait_ready=False)
     assert await second.wait_exit(10) == 2
     assert second.process.stderr is not None
     stderr = (await second.process.stderr.read()).decode()

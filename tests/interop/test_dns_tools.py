@@ -12,13 +12,13 @@ import base64
 import re
 import shutil
 import sys
-from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import pytest
 
 from dnsserver.config import DnsServerConfig, RecordConfig, TsigKeyConfig, ZoneConfig
+from tests.conftest import StartDns
 from tests.dnshelpers import DnsProcess, seed_zone
 
 pytestmark = pytest.mark.interop
@@ -36,7 +36,6 @@ BIG_TXT = [
 ]
 PACKAGE_OF = {"kdig": "knot-dnsutils", "dig": "bind9-dnsutils", "nsupdate": "bind9-dnsutils"}
 
-StartDns = Callable[[DnsServerConfig], Awaitable[DnsProcess]]
 
 
 def tool(name: str) -> str:
@@ -58,23 +57,6 @@ def lab_config(address: str) -> DnsServerConfig:
             ZoneConfig(origin="secure.test", tsig=TsigKeyConfig(name=KEY_NAME, secret=SECRET)),
         ],
     )
-
-
-@pytest.fixture
-async def start_dns() -> AsyncIterator[StartDns]:
-    started: list[DnsProcess] = []
-
-    async def start(config: DnsServerConfig) -> DnsProcess:
-        process = await DnsProcess.start(config)
-        started.append(process)
-        await process.wait_for("ready", timeout=10)
-        return process
-
-    try:
-        yield start
-    finally:
-        for process in started:
-            await process.stop()  # kills by PID if still alive, and reaps it
 
 
 @dataclass
