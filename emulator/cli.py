@@ -136,12 +136,11 @@ async def _run_lab(
     for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
         loop.add_signal_handler(sig, stop.set)
     control = ControlPlane(supervisor, stop.set)
-    status = 0
+    stopped = asyncio.create_task(stop.wait())
     try:
         url = await control.start()
         write_handle(LabHandle(lab.name, os.getpid(), url, str(directory), time.time()))
         start = asyncio.create_task(supervisor.start())
-        stopped = asyncio.create_task(stop.wait())
         await asyncio.wait({start, stopped}, return_when=asyncio.FIRST_COMPLETED)
         if not start.done():
             start.cancel()
@@ -160,14 +159,15 @@ async def _run_lab(
         click.echo(
             f"lab {lab.name!r} is up; 'siplab status' in another terminal, Ctrl-C here stops it."
         )
-        await stop.wait()
+        await stopped
     finally:
+        stopped.cancel()
         click.echo(f"stopping lab {lab.name!r} ...")
         await supervisor.shutdown()
         await control.close()
         remove_handle(lab.name)
         click.echo(f"lab {lab.name!r} stopped")
-    return status
+    return 0
 
 
 def _report_ready(fd: int | None, message: dict[str, Any]) -> None:

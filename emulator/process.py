@@ -14,6 +14,7 @@ import json
 import os
 import signal
 import sys
+import time
 from collections import deque
 from collections.abc import Callable
 from typing import Any
@@ -57,7 +58,7 @@ class ComponentProcess:
         return self.proc is not None and not self._exited.is_set()
 
     def _event(self, kind: str, **fields: Any) -> None:
-        self._emit(Event(_now(), self.name, kind, fields))
+        self._emit(Event(time.time(), self.name, kind, fields))
 
     async def start(self) -> None:
         if self.running:
@@ -207,9 +208,3 @@ async def _readline(stream: asyncio.StreamReader) -> bytes:
         with contextlib.suppress(asyncio.LimitOverrunError, ValueError):
             await stream.readuntil(b"\n")
         return b"(line too long)\n"
-
-
-def _now() -> float:
-    import time
-
-    return time.time()
