@@ -74,11 +74,13 @@ def build_config(
     host, port = parse_listen(listen)
     zones: list[dict[str, object]] = []
     if zone_origin is not None:
-        zones.append({
-            "origin": zone_origin,
-            "ttl": ttl,
-            "records": [parse_record_flag(text).model_dump() for text in records],
-        })
+        zones.append(
+            {
+                "origin": zone_origin,
+                "ttl": ttl,
+                "records": [parse_record_flag(text).model_dump() for text in records],
+            }
+        )
     elif records:
         raise click.UsageError("--record needs --zone-origin")
     for path in zone_files:

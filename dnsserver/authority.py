@@ -229,9 +229,7 @@ class Authority:
             return query[:2] + cached.tail, replace(cached.info, client=who)
         rotating: list[tuple[RRset, int, bool]] = []
         try:
-            wire, info, cacheable = self._answer(
-                query, query_id, flags, who, transport, rotating
-            )
+            wire, info, cacheable = self._answer(query, query_id, flags, who, transport, rotating)
         except Exception:  # a bug must cost one query, never the server
             wire = _header_only(query_id, flags, RCODE.SERVFAIL)
             info, cacheable = QueryInfo(who, transport, "", "", "SERVFAIL"), False
@@ -262,16 +260,20 @@ class Authority:
             or _wire_length(request.questions[0].qname) > MAX_NAME_OCTETS
         ):
             # dnslib parses a name over 255 octets (RFC 1035 §2.3.4) but cannot pack it back.
-            return _header_only(query_id, flags, RCODE.FORMERR), QueryInfo(
-                who, transport, "", "", "FORMERR"
-            ), True
+            return (
+                _header_only(query_id, flags, RCODE.FORMERR),
+                QueryInfo(who, transport, "", "", "FORMERR"),
+                True,
+            )
         question = request.questions[0]
         name, qtype = name_text(question.qname), QTYPE.get(question.qtype)
         options = [rr for rr in request.ar if rr.rtype == QTYPE.OPT]
         if len(options) > 1:  # RFC 6891 §6.1.1
-            return _header_only(query_id, flags, RCODE.FORMERR), QueryInfo(
-                who, transport, name, qtype, "FORMERR"
-            ), True
+            return (
+                _header_only(query_id, flags, RCODE.FORMERR),
+                QueryInfo(who, transport, name, qtype, "FORMERR"),
+                True,
+            )
         opt = options[0] if options else None
 
         fault = self.fault.applies(name_key(question.qname))
@@ -280,16 +282,23 @@ class Authority:
 
         if opt is not None and opt.edns_ver != 0:  # RFC 6891 §6.1.3: BADVERS = 16
             built = _Answer()
-            return self._finish(query_id, flags, question, built, opt, transport, who,
-                                rcode_name="BADVERS", ext_rcode=1)
+            return self._finish(
+                query_id,
+                flags,
+                question,
+                built,
+                opt,
+                transport,
+                who,
+                rcode_name="BADVERS",
+                ext_rcode=1,
+            )
         if fault is not None and fault.mode == "servfail":
             built = _Answer(rcode=RCODE.SERVFAIL, cacheable=False)
         else:
             built = self._resolve(question)
             rotating.extend(built.rotating)
-        wire, info, cacheable = self._finish(
-            query_id, flags, question, built, opt, transport, who
-        )
+        wire, info, cacheable = self._finish(query_id, flags, question, built, opt, transport, who)
         if fault is not None and fault.mode == "delay":
             info = replace(info, delay=fault.delay)
         return wire, info, cacheable
@@ -410,4 +419,3 @@ def _fit(reply: DNSRecord, limit: int) -> tuple[bytes, bool]:
     reply.rr, reply.auth = [], []
     reply.header.tc = 1
     return bytes(reply.pack()), True
-

@@ -137,11 +137,13 @@ class ZoneConfig(BaseModel):
         types = {record.rtype for record in records if name_key(record.name) == name_key(origin)}
         apex = str(origin)
         if "SOA" not in types:
-            self.records.append(RecordConfig(
-                name="@",
-                type="SOA",
-                data=f"ns1.{apex} hostmaster.{apex} 1 3600 600 86400 {self.ttl}",
-            ))
+            self.records.append(
+                RecordConfig(
+                    name="@",
+                    type="SOA",
+                    data=f"ns1.{apex} hostmaster.{apex} 1 3600 600 86400 {self.ttl}",
+                )
+            )
         if "NS" not in types:
             self.records.append(RecordConfig(name="@", type="NS", data=f"ns1.{apex}"))
         return self

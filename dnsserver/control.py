@@ -71,9 +71,7 @@ class ZoneEditor:
         self.events = events
         self.authority = authority
 
-    def commit(
-        self, op: str, zone: Zone, records: list[ParsedRecord], /, **fields: Any
-    ) -> None:
+    def commit(self, op: str, zone: Zone, records: list[ParsedRecord], /, **fields: Any) -> None:
         """The one path by which zone data changes (control ops and RFC 2136 UPDATE alike):
         swap the records in, drop cached answers, emit ``dns.change``."""
         try:
@@ -187,4 +185,3 @@ def register_control_ops(ctx: ComponentContext, authority: Authority) -> None:
     ctx.on_command("replace", editor.replace)
     ctx.on_command("set_ttl", editor.set_ttl)
     ctx.on_command("fault", lambda args: set_fault(ctx, authority, args))
-

@@ -120,8 +120,9 @@ def _aaaa(tokens: list[str], origin: DNSLabel) -> RD:
 def _srv(tokens: list[str], origin: DNSLabel) -> RD:
     if len(tokens) != 4:
         raise BadRecord("SRV data must be 'priority weight port target'")
-    priority, weight, port = (_u16(tokens[i], f"SRV {field}") for i, field in
-                              enumerate(("priority", "weight", "port")))
+    priority, weight, port = (
+        _u16(tokens[i], f"SRV {field}") for i, field in enumerate(("priority", "weight", "port"))
+    )
     return SRV(priority, weight, port, parse_name(tokens[3], origin))
 
 
@@ -146,7 +147,7 @@ def _txt(tokens: list[str], origin: DNSLabel) -> RD:
 def _naptr(tokens: list[str], origin: DNSLabel) -> RD:
     if len(tokens) != 6:
         raise BadRecord(
-            "NAPTR data must be 'order preference \"flags\" \"service\" \"regexp\" replacement'"
+            'NAPTR data must be \'order preference "flags" "service" "regexp" replacement\''
         )
     order = _u16(tokens[0], "NAPTR order")
     preference = _u16(tokens[1], "NAPTR preference")

@@ -84,9 +84,11 @@ def test_endpoint_rides_out_a_dns_outage_during_failover(
 
     # Connection lost, then the lookup fails: Failed with the DNS reason, and a backoff.
     dns_failed = lab.wait_for(
-        lambda e: e["kind"] == "registration.state"
-        and e["state"] == "Failed"
-        and "did not answer" in e["reason"],
+        lambda e: (
+            e["kind"] == "registration.state"
+            and e["state"] == "Failed"
+            and "did not answer" in e["reason"]
+        ),
         since=seq,
         timeout=20,
         what="Failed because DNS is down",

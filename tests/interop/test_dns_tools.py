@@ -37,7 +37,6 @@ BIG_TXT = [
 PACKAGE_OF = {"kdig": "knot-dnsutils", "dig": "bind9-dnsutils", "nsupdate": "bind9-dnsutils"}
 
 
-
 def tool(name: str) -> str:
     """The tool's path; the test is skipped (saying why) only when it is not installed."""
     path = shutil.which(name)

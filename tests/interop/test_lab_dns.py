@@ -56,9 +56,11 @@ def test_nsupdate_with_the_lab_key_changes_what_the_endpoint_resolves(
     # Kill that peer: the endpoint moves on, and its next lookup no longer lists it.
     assert lab.siplab("kill", first).returncode == 0
     lab.wait_for(
-        lambda e: e["kind"] == "registration.state"
-        and e["state"] == "Registered"
-        and lab.peer_at(e["registrar"]) != first,
+        lambda e: (
+            e["kind"] == "registration.state"
+            and e["state"] == "Registered"
+            and lab.peer_at(e["registrar"]) != first
+        ),
         since=seq,
         timeout=10,
         what="registration on the remaining peer",

@@ -237,9 +237,7 @@ def test_other_opcodes_are_notimp(authority: Authority) -> None:
 
 
 def _big_zone(count: int) -> ZoneConfig:
-    records = [
-        RecordConfig(name="big", type="A", data=f"127.0.1.{n}") for n in range(1, count + 1)
-    ]
+    records = [RecordConfig(name="big", type="A", data=f"127.0.1.{n}") for n in range(1, count + 1)]
     return ZoneConfig(origin="uctest.local", records=records, rotation={"big": "fixed"})
 
 

@@ -80,8 +80,9 @@ def test_bad_change_requests_leave_the_zone_alone(authority: Authority, editor: 
     with pytest.raises(ControlError, match="CNAME must stand alone"):
         editor.add({"records": [{"name": "exp1", "type": "CNAME", "data": "exp2"}]})
     with pytest.raises(ControlError, match="no zone"):
-        editor.add({"zone": "other.test", "records": [{"name": "a", "type": "A",
-                                                       "data": "127.0.0.1"}]})
+        editor.add(
+            {"zone": "other.test", "records": [{"name": "a", "type": "A", "data": "127.0.0.1"}]}
+        )
     assert ask(authority, "exp1.uctest.local")[1].answers == ["127.0.0.11"]
 
 

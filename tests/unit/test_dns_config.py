@@ -17,10 +17,14 @@ def _zone(*records: dict[str, Any], **fields: Any) -> ZoneConfig:
 @pytest.mark.parametrize(
     ("record", "message"),
     [
-        ({"name": "_sip._tcp", "type": "SRV", "data": "10 10 exp1"},
-         "SRV data must be 'priority weight port target'"),
-        ({"name": "_sip._tcp", "type": "SRV", "data": "10 10 99999 exp1"},
-         "SRV port must be a number 0-65535"),
+        (
+            {"name": "_sip._tcp", "type": "SRV", "data": "10 10 exp1"},
+            "SRV data must be 'priority weight port target'",
+        ),
+        (
+            {"name": "_sip._tcp", "type": "SRV", "data": "10 10 99999 exp1"},
+            "SRV port must be a number 0-65535",
+        ),
         ({"name": "exp1", "type": "A", "data": "127.0.0.300"}, "A data must be an IPv4 address"),
         ({"name": "exp1", "type": "A", "data": "127.0.0.1 127.0.0.2"}, "one IPv4 address"),
         ({"name": "exp1", "type": "AAAA", "data": "127.0.0.1"}, "must be an IPv6 address"),
@@ -86,8 +90,10 @@ def test_existing_soa_is_kept() -> None:
 def test_duplicate_zones_are_rejected() -> None:
     with pytest.raises(ValidationError, match="configured more than once"):
         DnsServerConfig.model_validate(
-            {"address": "127.0.0.10", "zones": [{"origin": "uctest.local"},
-                                                {"origin": "UCTEST.local."}]}
+            {
+                "address": "127.0.0.10",
+                "zones": [{"origin": "uctest.local"}, {"origin": "UCTEST.local."}],
+            }
         )
 
 

@@ -16,8 +16,12 @@ from tests.dnshelpers import CLIENT, HOSTILE, seed_zone
 AUTHORITY = Authority([seed_zone()], rng=random.Random(3))
 VALID = [
     dns.message.make_query(name, rdtype, use_edns=edns).to_wire()
-    for name, rdtype in [("_sip._tcp.uctest.local", "SRV"), ("habibexpc-cluster.uctest.local", "A"),
-                         ("nope.uctest.local", "AAAA"), ("example.com", "NS")]
+    for name, rdtype in [
+        ("_sip._tcp.uctest.local", "SRV"),
+        ("habibexpc-cluster.uctest.local", "A"),
+        ("nope.uctest.local", "AAAA"),
+        ("example.com", "NS"),
+    ]
     for edns in (None, 0)
 ]
 

@@ -60,11 +60,13 @@ def test_master_file_is_served(zone_file: Path) -> None:
 
 
 def test_file_and_inline_records_combine(zone_file: Path) -> None:
-    zone = ZoneConfig.model_validate({
-        "origin": "uctest.local",
-        "file": str(zone_file),
-        "records": [{"name": "exp3", "type": "A", "data": "127.0.0.13"}],
-    })
+    zone = ZoneConfig.model_validate(
+        {
+            "origin": "uctest.local",
+            "file": str(zone_file),
+            "records": [{"name": "exp3", "type": "A", "data": "127.0.0.13"}],
+        }
+    )
     assert [r.type for r in zone.records] == ["A"]  # the file has SOA and NS: none synthesized
     assert ask(Authority([zone]), "exp3.uctest.local")[1].answers == ["127.0.0.13"]
 

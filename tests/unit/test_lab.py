@@ -78,8 +78,7 @@ def test_zone_file_next_to_the_lab_file_and_extra_zones(tmp_path: Path) -> None:
     (tmp_path / "zones").mkdir()
     write(
         tmp_path / "zones",
-        "$ORIGIN uctest.local.\n$TTL 30\n"
-        "_sip._tcp SRV 10 10 5060 exp1\nexp1 A 127.0.9.11\n",
+        "$ORIGIN uctest.local.\n$TTL 30\n_sip._tcp SRV 10 10 5060 exp1\nexp1 A 127.0.9.11\n",
         "uctest.local.zone",
     )
     write(tmp_path / "zones", "$TTL 30\nhost A 127.0.9.50\n", "other.test.zone")
