@@ -13,8 +13,8 @@ from typing import Any
 import pytest
 
 from dnsserver.config import DnsServerConfig
-from emulator.pytest_plugin import LabFactory
-from emulator.testing import RunningLab
+from emulator.lab.pytest_plugin import LabFactory
+from emulator.lab.testing import RunningLab
 from tests.dnshelpers import DnsProcess
 from tests.labs import fresh_lab_dict
 

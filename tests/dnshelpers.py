@@ -11,7 +11,7 @@ import dns.rdatatype
 
 from dnsserver.authority import Authority, QueryInfo
 from dnsserver.config import DnsServerConfig, RecordConfig, ZoneConfig
-from emulator.testing import ComponentUnderTest
+from emulator.lab.testing import ComponentUnderTest
 
 CLIENT = ("127.0.0.1", 40000)
 REPO = Path(__file__).resolve().parent.parent

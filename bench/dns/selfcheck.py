@@ -22,7 +22,7 @@ import dns.flags
 import dns.message
 import dns.rcode
 
-from emulator.testing import ComponentUnderTest
+from emulator.lab.testing import ComponentUnderTest
 
 ADDRESS = "127.0.56.5"
 ORIGIN = "uctest.local"

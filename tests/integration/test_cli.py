@@ -17,7 +17,7 @@ from typing import Any
 
 import pytest
 
-from emulator.testing import RunningLab, lab_addresses, leftovers, started_pids, write_lab
+from emulator.lab.testing import RunningLab, lab_addresses, leftovers, started_pids, write_lab
 from tests.labs import fresh_lab_dict
 
 pytestmark = pytest.mark.integration
@@ -25,7 +25,7 @@ pytestmark = pytest.mark.integration
 
 def siplab(state_dir: Path, *args: str, timeout: float = 60) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
-        [sys.executable, "-m", "emulator.cli", *args],
+        [sys.executable, "-m", "emulator.lab.cli", *args],
         env={**os.environ, "SIPLAB_STATE_DIR": str(state_dir)},
         capture_output=True,
         text=True,
@@ -191,7 +191,7 @@ def test_foreground_up_stops_everything_on_ctrl_c(tmp_path: Path) -> None:
     lab_file = write_lab(tmp_path / "lab.yaml", lab)
     state = tmp_path / "state"
     process = subprocess.Popen(
-        [sys.executable, "-m", "emulator.cli", "up", str(lab_file)],
+        [sys.executable, "-m", "emulator.lab.cli", "up", str(lab_file)],
         env={**os.environ, "SIPLAB_STATE_DIR": str(state)},
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,

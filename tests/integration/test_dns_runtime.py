@@ -10,7 +10,7 @@ import dns.rcode
 import dns.rdatatype
 import pytest
 
-from emulator.testing import RunningLab
+from emulator.lab.testing import RunningLab
 
 pytestmark = pytest.mark.integration
 

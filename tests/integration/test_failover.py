@@ -12,7 +12,7 @@ from typing import Any
 
 import pytest
 
-from emulator.testing import RunningLab
+from emulator.lab.testing import RunningLab
 from endpoint import roomos
 
 pytestmark = pytest.mark.integration

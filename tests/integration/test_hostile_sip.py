@@ -7,8 +7,8 @@ from collections.abc import Callable
 
 import pytest
 
+from emulator.lab.testing import RunningLab
 from emulator.sip.message import Response, new_branch, parse_message
-from emulator.testing import RunningLab
 
 pytestmark = pytest.mark.integration
 

@@ -6,7 +6,7 @@ from collections.abc import Callable
 
 import pytest
 
-from emulator.testing import RunningLab
+from emulator.lab.testing import RunningLab
 
 pytestmark = pytest.mark.integration
 

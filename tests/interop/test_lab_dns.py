@@ -11,7 +11,7 @@ import dns.message
 import dns.query
 import pytest
 
-from emulator.testing import RunningLab
+from emulator.lab.testing import RunningLab
 
 pytestmark = [pytest.mark.interop, pytest.mark.integration]
 

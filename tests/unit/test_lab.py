@@ -10,7 +10,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from dnsserver.authority import Authority
-from emulator.lab import default_lab, load_lab
+from emulator.lab.model import default_lab, load_lab
 from emulator.validation import ConfigError
 from tests.dnshelpers import ask, texts
 

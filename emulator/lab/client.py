@@ -12,7 +12,7 @@ import urllib.request
 from collections.abc import Iterator
 from typing import Any
 
-from emulator.state import LabHandle
+from emulator.lab.state import LabHandle
 
 
 class ControlError(Exception):

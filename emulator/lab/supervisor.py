@@ -15,11 +15,11 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from emulator.eventlog import EventLog
 from emulator.events import Event
-from emulator.lab import LabConfig
-from emulator.process import ComponentProcess, ControlFailure
-from emulator.view import LabView
+from emulator.lab.eventlog import EventLog
+from emulator.lab.model import LabConfig
+from emulator.lab.process import ComponentProcess, ControlFailure
+from emulator.lab.view import LabView
 
 READY_TIMEOUT = 20.0
 

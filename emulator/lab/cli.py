@@ -19,13 +19,12 @@ from typing import Any, NoReturn
 
 import click
 
-from emulator.client import ControlError, LabClient
-from emulator.control import ControlPlane
 from emulator.events import Event
-from emulator.lab import LabConfig, default_lab, load_lab
-from emulator.render import human_lines
-from emulator.runtime import run_loop
-from emulator.state import (
+from emulator.lab.client import ControlError, LabClient
+from emulator.lab.control import ControlPlane
+from emulator.lab.model import LabConfig, default_lab, load_lab
+from emulator.lab.render import human_lines
+from emulator.lab.state import (
     LabHandle,
     LabNotFound,
     find_lab,
@@ -36,7 +35,8 @@ from emulator.state import (
     running_labs,
     write_handle,
 )
-from emulator.supervisor import LabStartError, Supervisor
+from emulator.lab.supervisor import LabStartError, Supervisor
+from emulator.runtime import run_loop
 from emulator.validation import ConfigError
 from endpoint import roomos
 
@@ -199,7 +199,7 @@ def _up_detached(lab_file: Path | None, lab: LabConfig, timeout: float) -> int:
     components = ", ".join(lab.component_names())
     click.echo(f"starting lab {lab.name!r} ({components}); log: {log_path}", err=True)
     read_end, write_end = os.pipe()
-    command = [sys.executable, "-m", "emulator.cli", "up", "--timeout", str(timeout)]
+    command = [sys.executable, "-m", "emulator.lab.cli", "up", "--timeout", str(timeout)]
     command += ["--ready-fd", str(write_end)]
     if lab_file is not None:
         command.append(str(lab_file.resolve()))

@@ -22,8 +22,8 @@ from typing import Any
 
 from aiohttp import web
 
-from emulator.process import ControlFailure
-from emulator.supervisor import Supervisor
+from emulator.lab.process import ControlFailure
+from emulator.lab.supervisor import Supervisor
 
 MAX_WAIT = 300.0
 

@@ -10,7 +10,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from emulator.events import Event
-from emulator.lab import LabConfig
+from emulator.lab.model import LabConfig
 
 FINAL_STATES = frozenset({"Registered", "Failed"})
 

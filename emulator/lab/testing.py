@@ -1,7 +1,7 @@
 """Driving a lab from a test: start it detached, wait on its events, break it, tear it down.
 
 Used by siplab's own integration tests and offered to users' pytest runs through the
-``siplab_lab`` fixture (``emulator.pytest_plugin``). Every wait is bounded and reads the event
+``siplab_lab`` fixture (``emulator.lab.pytest_plugin``). Every wait is bounded and reads the event
 stream; nothing here sleeps to let something happen.
 """
 
@@ -25,9 +25,9 @@ from typing import Any, Self
 import psutil
 import yaml
 
-from emulator.cli import EXIT_NOT_ALL_REGISTERED
-from emulator.client import LabClient
-from emulator.state import LabHandle, pid_alive
+from emulator.lab.cli import EXIT_NOT_ALL_REGISTERED
+from emulator.lab.client import LabClient
+from emulator.lab.state import LabHandle, pid_alive
 
 Event = dict[str, Any]
 
@@ -52,7 +52,7 @@ class RunningLab:
     def siplab(self, *args: str, timeout: float = 60.0) -> subprocess.CompletedProcess[str]:
         """Run the real CLI against this lab, as a user would."""
         return subprocess.run(
-            [sys.executable, "-m", "emulator.cli", *args],
+            [sys.executable, "-m", "emulator.lab.cli", *args],
             env=self.env(),
             capture_output=True,
             text=True,

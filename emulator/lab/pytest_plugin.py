@@ -21,7 +21,7 @@ from typing import Any, Protocol
 import pytest
 import yaml
 
-from emulator.testing import RunningLab, lab_addresses, leftovers, running_lab, started_pids
+from emulator.lab.testing import RunningLab, lab_addresses, leftovers, running_lab, started_pids
 
 
 class LabFactory(Protocol):
