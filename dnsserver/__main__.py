@@ -16,6 +16,7 @@ from pydantic import ValidationError
 from dnsserver.config import DnsServerConfig, RecordConfig
 from dnsserver.rdata import BadRecord, parse_ttl, tokenize
 from dnsserver.server import run_server
+from emulator.channel import ChannelSpec
 from emulator.component import ComponentContext, run_component
 from emulator.component_cli import config_json_option, control_option
 from emulator.validation import ConfigError, describe, parse_json_config
@@ -147,7 +148,7 @@ def cli(
     events: str | None,
     event_sample: int | None,
     metrics: str | None,
-    control: str,
+    control: ChannelSpec,
 ) -> int:
     """Authoritative DNS server for the siplab zones (SRV, round-robin A, ...)."""
     config = build_config(config_json, name, zone_origin, records, zone_files, listen, ttl)
@@ -162,7 +163,7 @@ def cli(
     async def main(ctx: ComponentContext) -> None:
         await run_server(ctx, config)
 
-    return run_component(config.name, main, control=control == "stdio")
+    return run_component(config.name, main, control=control)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -1,11 +1,9 @@
-"""Running one lab component as its own OS process.
+"""Running one lab component as its own OS process, over the channel of ``emulator.channel``.
 
-A supervised component writes its events as JSON lines on stdout and reads control requests,
-one JSON object per line, on stdin: ``{"id": 7, "op": "maintenance", "args": {"on": true}}``.
-Each request is answered by a ``control.reply`` event carrying the same ``id``. End of stdin
-means the supervisor is gone, so the component stops: no orphan outlives its lab.
-
-Run standalone (``--control none``) a component only writes events and stops on SIGINT/SIGTERM.
+A component writes events and reads control requests
+``{"id": 7, "op": "maintenance", "args": {"on": true}}``, each answered by a ``control.reply``
+event carrying the same ``id`` — over stdio as the supervisor's child, over a socket when it
+runs elsewhere (``--control listen:HOST:PORT``), or only writing events (``--control none``).
 """
 
 from __future__ import annotations
@@ -20,7 +18,9 @@ import sys
 from collections.abc import Awaitable, Callable
 from typing import Any
 
+from emulator.channel import TOKEN_ENV, ChannelSpec, ListenChannel, channel_token
 from emulator.events import Emitter, Event
+from emulator.kinds import Kind
 from emulator.runtime import run_loop
 
 Handler = Callable[[dict[str, Any]], Any]
@@ -88,9 +88,9 @@ class EventWriter:
 class ComponentContext:
     """What a component's ``main`` gets: an event sink, control handlers and a stop signal."""
 
-    def __init__(self, name: str, writer: EventWriter) -> None:
+    def __init__(self, name: str, write: Callable[[Event], None]) -> None:
         self.name = name
-        self.emitter = Emitter(name, writer.write)
+        self.emitter = Emitter(name, write)
         self.stopping = asyncio.Event()
         self._handlers: dict[str, Handler] = {}
 
@@ -127,9 +127,9 @@ class ComponentContext:
                 known = ", ".join(sorted([*self._handlers, "ping", "shutdown"]))
                 raise ControlError(f"unknown op {op!r}; this component knows: {known}")
         except (ControlError, ValueError, TypeError, KeyError) as exc:
-            self.emit("control.reply", id=request_id, ok=False, error=str(exc))
+            self.emit(Kind.CONTROL_REPLY, id=request_id, ok=False, error=str(exc))
             return
-        self.emit("control.reply", id=request_id, ok=True, result=result)
+        self.emit(Kind.CONTROL_REPLY, id=request_id, ok=True, result=result)
 
 
 async def _read_control(ctx: ComponentContext) -> None:
@@ -140,10 +140,10 @@ async def _read_control(ctx: ComponentContext) -> None:
         try:
             line = await reader.readline()
         except ValueError:  # a line past the limit: skip it, keep serving
-            ctx.emit("control.reply", id=None, ok=False, error="control request too long")
+            ctx.emit(Kind.CONTROL_REPLY, id=None, ok=False, error="control request too long")
             continue
         if not line:
-            ctx.emit("component.orphaned", reason="control channel closed")
+            ctx.emit(Kind.COMPONENT_ORPHANED, reason="control channel closed")
             ctx.stop()
             return
         if line.strip():
@@ -151,20 +151,41 @@ async def _read_control(ctx: ComponentContext) -> None:
 
 
 async def _run(
-    name: str, main: Callable[[ComponentContext], Awaitable[None]], control: bool
+    name: str, main: Callable[[ComponentContext], Awaitable[None]], channel: ChannelSpec
 ) -> int:
     writer = EventWriter()
-    await writer.open()
-    ctx = ComponentContext(name, writer)
+    listen: ListenChannel | None = None
+    if channel.mode == "listen":
+        token = channel_token()
+        if token is None and channel.needs_token():
+            print(
+                f"{name}: --control listen on {channel.host} (beyond loopback) needs a token: "
+                f"set {TOKEN_ENV}",
+                file=sys.stderr,
+            )
+            return 2
+        listen = ListenChannel(channel, token)
+        ctx = ComponentContext(name, listen.write)
+    else:
+        await writer.open()
+        ctx = ComponentContext(name, writer.write)
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, ctx.stop)
-    control_task = asyncio.create_task(_read_control(ctx)) if control else None
+    control_task = asyncio.create_task(_read_control(ctx)) if channel.mode == "stdio" else None
     status = 0
     try:
+        if listen is not None:
+            try:
+                await listen.start(ctx.handle_request_line)
+            except OSError as exc:
+                raise ComponentStartError(
+                    f"cannot serve the control channel on {channel.host}:{channel.port}: "
+                    f"{exc.strerror or exc}"
+                ) from None
         await main(ctx)
     except ComponentStartError as exc:
-        ctx.emit("component.failed", error=str(exc))
+        ctx.emit(Kind.COMPONENT_FAILED, error=str(exc))
         print(f"{name}: {exc}", file=sys.stderr)
         status = 2
     finally:
@@ -172,9 +193,12 @@ async def _run(
             control_task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await control_task
-        if writer.dropped:
-            ctx.emit("events.dropped", count=writer.dropped)
-        ctx.emit("component.stopped", status=status)
+        dropped = writer.dropped + (listen.dropped if listen is not None else 0)
+        if dropped:
+            ctx.emit(Kind.EVENTS_DROPPED, count=dropped)
+        ctx.emit(Kind.COMPONENT_STOPPED, status=status)
+        if listen is not None:
+            await listen.close()
         await writer.close()
     return status
 
@@ -184,7 +208,7 @@ class ComponentStartError(Exception):
 
 
 def run_component(
-    name: str, main: Callable[[ComponentContext], Awaitable[None]], *, control: bool
+    name: str, main: Callable[[ComponentContext], Awaitable[None]], *, control: ChannelSpec
 ) -> int:
     """Run ``main`` under the event loop of choice; returns the process exit status."""
     return run_loop(_run(name, main, control))

@@ -9,18 +9,34 @@ from typing import NoReturn, TypeVar
 import click
 from pydantic import BaseModel, ValidationError
 
+from emulator.channel import ChannelSpec, ChannelSpecError
 from emulator.component import ComponentContext, run_component
 from emulator.validation import ConfigError, describe, parse_json_config
 
 M = TypeVar("M", bound=BaseModel)
 
+
+class _ChannelParam(click.ParamType):
+    name = "stdio|none|listen:HOST:PORT"
+
+    def convert(self, value: object, param: click.Parameter | None, ctx: click.Context | None):  # type: ignore[no-untyped-def]
+        if isinstance(value, ChannelSpec):
+            return value
+        try:
+            return ChannelSpec.parse(str(value))
+        except ChannelSpecError as exc:
+            self.fail(str(exc), param, ctx)
+
+
 control_option = click.option(
     "--control",
-    type=click.Choice(["stdio", "none"]),
+    type=_ChannelParam(),
     default="none",
     show_default=True,
     help="stdio: read control requests on stdin and stop when it closes (what the lab "
-    "supervisor uses); none: stop only on SIGINT/SIGTERM.",
+    "supervisor uses); listen:HOST:PORT: serve events and control on a TCP address for a lab "
+    "that attaches (a container, another host; beyond loopback set SIPLAB_CONTROL_TOKEN); "
+    "none: standalone, stop only on SIGINT/SIGTERM.",
 )
 
 config_json_option = click.option(
@@ -46,6 +62,6 @@ def build_config(model: type[M], config_json: str | None, fields: dict[str, obje
 def run(
     name: str,
     serve: Callable[[ComponentContext], Awaitable[None]],
-    control: str,
+    control: ChannelSpec,
 ) -> NoReturn:
-    sys.exit(run_component(name, serve, control=control == "stdio"))
+    sys.exit(run_component(name, serve, control=control))

@@ -72,6 +72,8 @@ class Kind(StrEnum):
     DNS_LOCATED = "dns.located"
     STACK_CONFIGURED = "stack.configured"
     SIP_WARNING = "sip.warning"
+    # -- experiments ------------------------------------------------------------------
+    SCENARIO_RUN = "scenario.run"
 
 
 @dataclass(frozen=True, slots=True)
@@ -98,14 +100,14 @@ CATALOGUE: dict[Kind, KindSpec] = {
     Kind.LAB_STOPPED: KindSpec(_S, ("lab",), "every process the lab started has ended"),
     Kind.PROCESS_STARTED: KindSpec(_S, ("pid", "module"), "a component process was started"),
     Kind.PROCESS_EXITED: KindSpec(_S, ("pid", "returncode", "signal"), "it ended"),
-    Kind.PROCESS_PAUSED: KindSpec(_S, ("pid",), "SIGSTOP: frozen, sockets open"),
+    Kind.PROCESS_PAUSED: KindSpec(_S, ("pid", "by"), "frozen (SIGSTOP), sockets open"),
     Kind.PROCESS_RESUMED: KindSpec(_S, ("pid",), "SIGCONT after a pause"),
     Kind.COMPONENT_RESTARTED: KindSpec(_S, ("target", "pid"), "started again by the lab"),
     Kind.COMPONENT_OUTPUT: KindSpec(_S, ("line",), "a stdout line that was not an event"),
     Kind.COMPONENT_STDERR: KindSpec(_S, ("line",), "a line the component wrote to stderr"),
     Kind.COMPONENT_JOINED: KindSpec(_S, ("peer",), "a component joined over the socket channel"),
     Kind.COMPONENT_LEFT: KindSpec(_S, ("reason",), "a socket-channel component went away"),
-    Kind.COMPONENT_UNRESPONSIVE: KindSpec(_S, ("op",), "it did not answer its control channel"),
+    Kind.COMPONENT_UNRESPONSIVE: KindSpec(_S, ("on",), "stopped (on) or resumed answering"),
     Kind.SIP_BAD_MESSAGE: KindSpec(_S, ("flow", "error"), "unparseable SIP arrived"),
     Kind.TRANSPORT_CLOSED: KindSpec(_H, ("flow", "reason"), "a connection closed"),
     Kind.LINK_CHANGED: KindSpec(_S, ("partition", "impair"), "in-process link fault state"),
@@ -126,6 +128,7 @@ CATALOGUE: dict[Kind, KindSpec] = {
     Kind.DNS_LOCATED: KindSpec(_S, ("aor", "uri", "strategy", "target"), "a target found"),
     Kind.STACK_CONFIGURED: KindSpec(_S, ("aor", "target", "transport"), "new default proxy"),
     Kind.SIP_WARNING: KindSpec(_S, ("aor", "header"), "a Warning header was received"),
+    Kind.SCENARIO_RUN: KindSpec(_S, ("run", "phase"), "a scripted experiment's run starts/ends"),
 }
 
 HIGH_RATE: frozenset[Kind] = frozenset(k for k, spec in CATALOGUE.items() if spec.rate is _H)

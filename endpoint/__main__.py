@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import click
 
+from emulator.channel import ChannelSpec
 from emulator.component_cli import build_config, config_json_option, control_option, run
 from endpoint.agent import serve
 from endpoint.config import EndpointConfig
@@ -28,7 +29,7 @@ def main(
     address: str | None,
     dns: tuple[str, ...],
     expires: int | None,
-    control: str,
+    control: ChannelSpec,
 ) -> None:
     """Register an endpoint through RFC 3263 DNS lookups, and re-register on failure."""
     config = build_config(

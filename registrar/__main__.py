@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import click
 
+from emulator.channel import ChannelSpec
 from emulator.component_cli import build_config, config_json_option, control_option, run
 from registrar.config import RegistrarConfig
 from registrar.server import serve
@@ -26,7 +27,7 @@ def main(
     min_expires: int | None,
     max_expires: int | None,
     maintenance: bool | None,
-    control: str,
+    control: ChannelSpec,
 ) -> None:
     """Run one registrar peer: REGISTER bindings per AOR, OPTIONS, maintenance mode."""
     config = build_config(

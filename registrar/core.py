@@ -15,6 +15,7 @@ from email.utils import formatdate
 
 from emulator.deadlines import Deadlines
 from emulator.events import EventSink
+from emulator.kinds import Kind
 from emulator.sip.message import (
     Request,
     Response,
@@ -103,7 +104,7 @@ class RegistrarCore:
     def handle_timer(self, now: float) -> None:
         for binding in self.bindings.expire(now):
             self._events.emit(
-                "binding.expired",
+                Kind.BINDING_EXPIRED,
                 aor=binding.aor,
                 contact=binding.contact,
                 registrations=len(self.bindings),
@@ -119,7 +120,7 @@ class RegistrarCore:
     def set_maintenance(self, on: bool) -> None:
         if on != self.maintenance:
             self.maintenance = on
-            self._events.emit("maintenance", on=on, registrations=len(self.bindings))
+            self._events.emit(Kind.MAINTENANCE, on=on, registrations=len(self.bindings))
 
     def status(self, now: float) -> dict[str, object]:
         return {
@@ -165,7 +166,7 @@ class RegistrarCore:
             for name, value in reject.headers.items():
                 response.headers.add(name.replace("_", "-"), value)
         self._events.emit(
-            "register.answered",
+            Kind.REGISTER_ANSWERED,
             aor=_aor_or_raw(request),
             code=response.status,
             reason=response.reason,
@@ -204,7 +205,12 @@ class RegistrarCore:
             if change.expires == 0:
                 removed = self.bindings.remove(aor, change.key)
                 if removed is not None:
-                    self._events.emit("binding.removed", aor=aor, contact=removed.contact)
+                    self._events.emit(
+                        Kind.BINDING_REMOVED,
+                        aor=aor,
+                        contact=removed.contact,
+                        registrations=len(self.bindings),
+                    )
             else:
                 existed = self.bindings.get(aor, change.key) is not None
                 self.bindings.put(
@@ -213,11 +219,12 @@ class RegistrarCore:
                     )
                 )
                 self._events.emit(
-                    "binding.refreshed" if existed else "binding.added",
+                    Kind.BINDING_REFRESHED if existed else Kind.BINDING_ADDED,
                     aor=aor,
                     contact=change.contact,
                     expires=change.expires,
                     source=source,
+                    registrations=len(self.bindings),
                 )
         response = response_to(request, 200)
         for binding in self.bindings.for_aor(aor):

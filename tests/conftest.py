@@ -14,16 +14,16 @@ import pytest
 
 from dnsserver.config import DnsServerConfig
 from emulator.lab.pytest_plugin import LabFactory
-from emulator.lab.testing import RunningLab
+from emulator.lab.testing import TestLab
 from tests.dnshelpers import DnsProcess
 from tests.labs import fresh_lab_dict
 
 
 @pytest.fixture
-def make_lab(siplab_lab: LabFactory) -> Callable[..., RunningLab]:
+def make_lab(siplab_lab: LabFactory) -> Callable[..., TestLab]:
     """``make_lab(endpoints=..., registrar=...)`` starts a lab on a fresh /24 and returns it."""
 
-    def start(*, require_registered: bool = True, **overrides: Any) -> RunningLab:
+    def start(*, require_registered: bool = True, **overrides: Any) -> TestLab:
         return siplab_lab(fresh_lab_dict(**overrides), require_registered=require_registered)
 
     return start

@@ -1,51 +1,43 @@
 """``siplab``: run a lab, look at it, and break it.
 
-click gives the command tree, ``--help`` on every command and one-line usage errors; the
-commands that act on a running lab find it through its state file, so no addresses are typed.
+A thin layer over :class:`emulator.lab.sync.SyncLab`: every command that acts on a running
+lab is one call of the ``Lab`` API, found through the lab's state file, so no addresses are
+typed. click gives the command tree, ``--help`` on every command and one-line usage errors.
+Only click and the standard library load at start; the lab model (pydantic, PyYAML), the
+supervisor (asyncio, aiohttp) and the report (matplotlib) are imported by the commands that
+use them, so ``siplab kill exp1`` acts within a few tens of milliseconds.
 """
 
 from __future__ import annotations
 
-import asyncio
 import json
-import os
-import select
-import signal
-import subprocess
 import sys
 import time
+from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any, NoReturn
+from typing import TYPE_CHECKING, Any, NoReturn, TypeVar
 
 import click
 
-from emulator.events import Event
-from emulator.lab.client import ControlError, LabClient
-from emulator.lab.control import ControlPlane
-from emulator.lab.model import LabConfig, default_lab, load_lab
-from emulator.lab.render import human_lines
-from emulator.lab.state import (
-    LabHandle,
-    LabNotFound,
-    find_lab,
-    pid_alive,
-    read_handle,
-    remove_handle,
-    run_dir,
-    running_labs,
-    write_handle,
-)
-from emulator.lab.supervisor import LabStartError, Supervisor
-from emulator.runtime import run_loop
-from emulator.validation import ConfigError
-from endpoint import roomos
+from emulator.lab.client import ControlError
+from emulator.lab.state import LabNotFound, find_lab, recorded_events, running_labs
+from emulator.lab.sync import SyncLab
 
+if TYPE_CHECKING:
+    from emulator.lab.model import LabConfig
+
+T = TypeVar("T")
 DEFAULT_SETTLE_TIMEOUT = 30.0
 # 'up --detach': the lab runs, but some endpoint is Failed or still Registering (1 = no lab).
 EXIT_NOT_ALL_REGISTERED = 3
 lab_option = click.option(
-    "--lab", "lab_name", metavar="NAME", help="Which running lab (needed only when several run)."
+    "--lab",
+    "lab_name",
+    metavar="NAME",
+    envvar="SIPLAB_LAB",
+    help="Which running lab (needed only when several run; or set SIPLAB_LAB).",
 )
+component_arg = click.argument("component", metavar="COMPONENT")
 
 
 def _fail(message: str) -> NoReturn:
@@ -53,22 +45,25 @@ def _fail(message: str) -> NoReturn:
 
 
 def _load(lab_file: Path | None) -> LabConfig:
+    from emulator.lab.model import default_lab, load_lab
+    from emulator.validation import ConfigError
+
     try:
         return load_lab(lab_file) if lab_file is not None else default_lab()
     except ConfigError as exc:
         _fail(str(exc))
 
 
-def _client(lab_name: str | None) -> LabClient:
+def _lab(lab_name: str | None) -> SyncLab:
     try:
-        return LabClient(find_lab(lab_name))
+        return SyncLab.attach(lab_name)
     except LabNotFound as exc:
         _fail(str(exc))
 
 
-def _call(action: Any, *args: Any) -> Any:
+def _call(action: Callable[..., T], *args: Any, **kwargs: Any) -> T:
     try:
-        return action(*args)
+        return action(*args, **kwargs)
     except ControlError as exc:
         _fail(str(exc))
 
@@ -80,7 +75,8 @@ def cli() -> None:
 
     A lab is a DNS server, registrar peers and endpoints, each its own process. Start the
     seed's lab with 'siplab up', then from another terminal: 'siplab status',
-    'siplab maintenance exp1 on', 'siplab kill exp1', 'siplab start exp1', 'siplab down'.
+    'siplab maintenance exp1 on', 'siplab kill exp1', 'siplab pause exp2',
+    'siplab start exp1', 'siplab down'. 'siplab scenario failover' measures failovers.
     """
 
 
@@ -97,190 +93,77 @@ def cli() -> None:
     help="Seconds to wait for every endpoint to reach Registered or Failed.",
 )
 @click.option("--verbose", "-v", is_flag=True, help="Also print DNS queries and connection events.")
-@click.option("--ready-fd", type=int, hidden=True)
-def up(
-    lab_file: Path | None, detach: bool, timeout: float, verbose: bool, ready_fd: int | None
-) -> None:
+def up(lab_file: Path | None, detach: bool, timeout: float, verbose: bool) -> None:
     """Start a lab: the seed's default, or the one LAB_FILE (YAML) describes.
 
     In the foreground it prints the lab's events until Ctrl-C, which stops every process
-    it started. With --detach it returns once every endpoint is Registered or Failed:
-    exit status 0 when all are Registered, 3 when the lab runs but some endpoint is not
-    registered, 1 when the lab could not start. 'siplab down' stops it.
+    it started. With --detach it prints the lab's name and returns once every endpoint is
+    Registered or Failed: exit status 0 when all are Registered, 3 when the lab runs but some
+    endpoint is not registered, 1 when the lab could not start. 'siplab down NAME' stops it.
     """
     lab = _load(lab_file)
+    if detach:
+        sys.exit(_up_detached(lab, timeout))
+    from emulator.lab.state import read_handle
+
     existing = read_handle(lab.name)
     if existing is not None:
-        _fail(
-            f"lab {lab.name!r} is already running (pid {existing.pid}); "
-            f"stop it with 'siplab down --lab {lab.name}'"
-        )
-    if detach:
-        sys.exit(_up_detached(lab_file, lab, timeout))
-    sys.exit(run_loop(_run_lab(lab, verbose=verbose, settle_timeout=timeout, ready_fd=ready_fd)))
+        _fail(f"lab {lab.name!r} is already running (pid {existing.pid}); 'siplab down {lab.name}'")
+    from emulator.lab.render import human_lines
+    from emulator.lab.runner import run_lab
+    from emulator.runtime import run_loop
 
-
-async def _run_lab(
-    lab: LabConfig, *, verbose: bool, settle_timeout: float, ready_fd: int | None
-) -> int:
-    directory = run_dir(lab.name)
-    directory.mkdir(parents=True, exist_ok=True)
-
-    def echo(event: Event) -> None:
+    def echo(event: Any) -> None:
         for line in human_lines(event.to_dict(), verbose=verbose):
             click.echo(line)
 
-    supervisor = Supervisor(lab, events_path=directory / "events.jsonl", on_event=echo)
-    stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
-        loop.add_signal_handler(sig, stop.set)
-    control = ControlPlane(supervisor, stop.set)
-    stopped = asyncio.create_task(stop.wait())
-    try:
-        url = await control.start()
-        write_handle(LabHandle(lab.name, os.getpid(), url, str(directory), time.time()))
-        start = asyncio.create_task(supervisor.start())
-        await asyncio.wait({start, stopped}, return_when=asyncio.FIRST_COMPLETED)
-        if not start.done():
-            start.cancel()
-            await asyncio.gather(start, return_exceptions=True)
-            return 130
-        try:
-            start.result()
-        except LabStartError as exc:
-            click.echo(f"Error: {exc}", err=True)
-            _report_ready(ready_fd, {"ok": False, "error": str(exc)})
-            return 1
-        _report_ready(ready_fd, {"ok": True, "control": url})
-        await supervisor.wait_settled(settle_timeout)
-        for line in _settled_summary(supervisor.view.to_dict()):
-            click.echo(line)
-        click.echo(
-            f"lab {lab.name!r} is up; 'siplab status' in another terminal, Ctrl-C here stops it."
-        )
-        await stopped
-    finally:
-        stopped.cancel()
-        click.echo(f"stopping lab {lab.name!r} ...")
-        await supervisor.shutdown()
-        await control.close()
-        remove_handle(lab.name)
-        click.echo(f"lab {lab.name!r} stopped")
-    return 0
+    sys.exit(run_loop(run_lab(lab, settle_timeout=timeout, on_event=echo, say=click.echo)))
 
 
-def _report_ready(fd: int | None, message: dict[str, Any]) -> None:
-    if fd is None:
-        return
-    try:
-        os.write(fd, (json.dumps(message) + "\n").encode())
-        os.close(fd)
-    except OSError:
-        pass  # the waiting 'up --detach' is gone; nothing to tell
+def _up_detached(lab: LabConfig, timeout: float) -> int:
+    from emulator.lab.launch import LaunchError, launch
+    from emulator.lab.runner import settled_summary
+    from emulator.lab.state import run_dir
 
-
-def _settled_summary(status: dict[str, Any]) -> list[str]:
-    lines = []
-    for endpoint in status["endpoints"]:
-        if endpoint["state"] == "Registered":
-            where = f"to {endpoint['registrar']} over {endpoint['transport']}"
-            lines.append(f"{endpoint['uri']}: Registered {where}")
-        else:
-            reason = f" ({endpoint['reason']})" if endpoint["reason"] else ""
-            lines.append(f"{endpoint['uri']}: {endpoint['state']}{reason}")
-    return lines
-
-
-def _up_detached(lab_file: Path | None, lab: LabConfig, timeout: float) -> int:
-    directory = run_dir(lab.name)
-    directory.mkdir(parents=True, exist_ok=True)
-    log_path = directory / "supervisor.log"
     components = ", ".join(lab.component_names())
-    click.echo(f"starting lab {lab.name!r} ({components}); log: {log_path}", err=True)
-    read_end, write_end = os.pipe()
-    command = [sys.executable, "-m", "emulator.lab.cli", "up", "--timeout", str(timeout)]
-    command += ["--ready-fd", str(write_end)]
-    if lab_file is not None:
-        command.append(str(lab_file.resolve()))
-    with log_path.open("w", encoding="utf-8") as log:
-        process = subprocess.Popen(
-            command,
-            stdin=subprocess.DEVNULL,
-            stdout=log,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,
-            pass_fds=(write_end,),
-        )
-    os.close(write_end)
-    message = _read_ready(read_end, process, timeout + 30)
-    if not message.get("ok"):
-        if process.poll() is None:
-            process.terminate()
-        _fail(f"{message.get('error', 'the lab did not start')} (log: {log_path})")
-    handle = read_handle(lab.name)
-    if handle is None:
-        _fail(f"the lab started but left no state file (log: {log_path})")
-    status = _call(LabClient(handle).get, f"/wait?until=settled&timeout={timeout:g}", timeout + 10)
-    for line in _settled_summary(status):
+    log = run_dir(lab.name) / "supervisor.log"
+    click.echo(f"starting lab {lab.name!r} ({components}); log: {log}", err=True)
+    try:
+        handle = launch(lab, timeout=timeout)
+    except LaunchError as exc:
+        _fail(str(exc))
+    running = SyncLab(handle)
+    try:
+        running.wait_settled(timeout)
+        status = running.status()
+    except ControlError as exc:
+        running.down()  # a lab we cannot report on is a lab nobody would stop
+        _fail(f"the lab started but did not answer ({exc}); it was stopped")
+    for line in settled_summary(status):
         click.echo(line)
-    click.echo(f"lab {lab.name!r} is running (pid {process.pid}); 'siplab down' stops it")
+    click.echo(f"lab {lab.name!r} is running (pid {handle.pid}); 'siplab down {lab.name}' stops it")
     if not status["settled"]:
         click.echo(f"not every endpoint settled within {timeout:g} s", err=True)
     registered = all(e["state"] == "Registered" for e in status["endpoints"])
     return 0 if registered else EXIT_NOT_ALL_REGISTERED
 
 
-def _read_ready(fd: int, process: subprocess.Popen[bytes], timeout: float) -> dict[str, Any]:
-    """Wait for the detached supervisor's one-line report, its exit, or the deadline."""
-    deadline = time.monotonic() + timeout
-    data = b""
-    try:
-        while b"\n" not in data:
-            remaining = deadline - time.monotonic()
-            if remaining <= 0:
-                return {"ok": False, "error": f"the lab did not report within {timeout:g} s"}
-            readable, _, _ = select.select([fd], [], [], remaining)
-            if not readable:
-                continue
-            chunk = os.read(fd, 4096)
-            if not chunk:  # the supervisor exited without a word
-                process.wait(timeout=5)
-                return {"ok": False, "error": f"the lab exited (status {process.returncode})"}
-            data += chunk
-    finally:
-        os.close(fd)
-    try:
-        return json.loads(data.split(b"\n", 1)[0])
-    except ValueError:
-        return {"ok": False, "error": "the lab sent an unreadable report"}
-
-
 @cli.command()
+@click.argument("name", required=False)
 @lab_option
+@click.option("--all", "everything", is_flag=True, help="Stop every running lab.")
 @click.option("--timeout", default=30.0, show_default=True, help="Seconds to wait for the stop.")
-def down(lab_name: str | None, timeout: float) -> None:
-    """Stop a running lab and every process it started."""
-    client = _client(lab_name)
-    handle = client.handle
-    try:
-        client.post("/shutdown")
-    except ControlError:
-        # The control plane is gone but the supervisor lives: signal it by its PID.
-        os.kill(handle.pid, signal.SIGTERM)
-    if not _wait_pid_exit(handle.pid, timeout):
-        _fail(f"lab {handle.name!r} (pid {handle.pid}) did not stop within {timeout:g} s")
-    remove_handle(handle.name)
-    click.echo(f"lab {handle.name!r} stopped")
-
-
-def _wait_pid_exit(pid: int, timeout: float) -> bool:
-    deadline = time.monotonic() + timeout
-    while pid_alive(pid):
-        if time.monotonic() > deadline:
-            return False
-        time.sleep(0.05)
-    return True
+def down(name: str | None, lab_name: str | None, everything: bool, timeout: float) -> None:
+    """Stop a running lab (NAME, --lab NAME, or the only one) and every process it started."""
+    if everything:
+        labs = [SyncLab(handle) for handle in running_labs()]
+        if not labs:
+            click.echo("no lab is running")
+    else:
+        labs = [_lab(name or lab_name)]
+    for lab in labs:
+        _call(lab.down, timeout)
+        click.echo(f"lab {lab.name!r} stopped")
 
 
 # -- looking -------------------------------------------------------------------------
@@ -290,20 +173,23 @@ def _wait_pid_exit(pid: int, timeout: float) -> bool:
 @lab_option
 @click.option("--json", "as_json", is_flag=True, help="Print the status as JSON.")
 def status(lab_name: str | None, as_json: bool) -> None:
-    """Show peers (state, registrations) and endpoints (state, registrar, transport)."""
-    client = _client(lab_name)
-    data = _call(client.get, "/status")
+    """Show the DNS server, the peers (state, registrations) and the endpoints.
+
+    A peer's state is what matters first: active, maintenance, paused (frozen by SIGSTOP),
+    unresponsive (not answering the lab within a second), partitioned, stopped, external.
+    """
+    data = _call(_lab(lab_name).status)
     if as_json:
         click.echo(json.dumps(data, indent=2))
         return
     dns = data["dns"]
     metrics = f"   metrics {dns['metrics']}" if dns.get("metrics") else ""
-    click.echo(f"lab {data['lab']}   dns {dns['address']} ({dns['state']}){metrics}")
+    click.echo(f"lab {data['lab']}   dns {dns['address']} ({_state(dns)}){metrics}")
     click.echo()
     click.echo(
         _table(
             ["PEER", "ADDRESS", "STATE", "REGISTRATIONS"],
-            [[p["name"], p["address"], p["state"], str(p["registrations"])] for p in data["peers"]],
+            [[p["name"], p["address"], _state(p), str(p["registrations"])] for p in data["peers"]],
         )
     )
     click.echo()
@@ -316,6 +202,11 @@ def status(lab_name: str | None, as_json: bool) -> None:
             ],
         )
     )
+
+
+def _state(component: dict[str, Any]) -> str:
+    extra = ", ".join(component.get("conditions") or [])
+    return f"{component['state']} ({extra})" if extra else str(component["state"])
 
 
 def _table(header: list[str], rows: list[list[str]]) -> str:
@@ -333,13 +224,17 @@ def _table(header: list[str], rows: list[list[str]]) -> str:
 @click.option("--json", "as_json", is_flag=True, help="Print the bindings as JSON.")
 def bindings(peer: str, lab_name: str | None, as_json: bool) -> None:
     """Show a registrar peer's bindings: AOR, contact, seconds left, where it came from."""
-    result = _call(_client(lab_name).post, f"/components/{peer}/ops/status")["result"]
+    lab = _lab(lab_name)
+    peers = [p["name"] for p in _call(lab.status)["peers"]]
+    if peer not in peers:
+        _fail(f"{peer!r} is not a registrar peer; peers are: {', '.join(peers)}")
+    result = _call(lab.bindings, peer)
     if as_json:
         click.echo(json.dumps(result, indent=2))
         return
-    mode = "maintenance" if result["maintenance"] else "active"
-    click.echo(f"{peer}: {mode}, {result['registrations']} registration(s)")
-    if result["bindings"]:
+    mode = "maintenance" if result.get("maintenance") else "active"
+    click.echo(f"{peer}: {mode}, {result.get('registrations', 0)} registration(s)")
+    if result.get("bindings"):
         click.echo()
         click.echo(
             _table(
@@ -366,26 +261,53 @@ def bindings(peer: str, lab_name: str | None, as_json: bool) -> None:
 )
 @click.option("--verbose", "-v", is_flag=True, help="human: include DNS queries and connections.")
 def events(lab_name: str | None, follow: bool, since: int, fmt: str, verbose: bool) -> None:
-    """Print the lab's events (every component's, in arrival order)."""
-    client = _client(lab_name)
-    pids: dict[str, int] = {}  # RoomOS lines name the process: main[pid]
+    """Print a lab's events (every component's, in arrival order).
+
+    For a lab that is no longer running, the events it recorded are read from its state
+    directory (the newest lab's, or --lab NAME's).
+    """
+    from emulator.lab.render import Renderer
+
+    renderer = Renderer(fmt, verbose=verbose)
     try:
-        for event in client.stream_events(since=since, follow=follow):
-            if fmt == "json":
-                click.echo(json.dumps(event))
-                continue
-            if event.get("kind") == "process.started":
-                pids[event["component"]] = int(event.get("pid") or 0)
-            if fmt == "roomos":
-                lines = roomos.render(event, pid=pids.get(event["component"], 0))
-            else:
-                lines = human_lines(event, verbose=verbose)
-            for line in lines:
+        source = _event_source(lab_name, since, follow, renderer)
+        for event in source:
+            for line in renderer.lines(event):
                 click.echo(line)
     except ControlError as exc:
         _fail(str(exc))
     except KeyboardInterrupt:
         pass
+
+
+def _event_source(
+    lab_name: str | None, since: int, follow: bool, renderer: Any
+) -> Iterator[dict[str, Any]]:
+    try:
+        lab = SyncLab(find_lab(lab_name))
+    except LabNotFound as exc:
+        try:
+            path = recorded_events(lab_name)
+        except LabNotFound:
+            _fail(str(exc))
+        click.echo(f"(lab {path.parent.name!r} is not running: its recorded events)", err=True)
+        return _recorded(path, since, renderer)
+    if since > 0:
+        renderer.learn_pids(lab.status())  # the window may not hold the process.started events
+    return lab.client.stream_events(since=since, follow=follow)
+
+
+def _recorded(path: Path, since: int, renderer: Any) -> Iterator[dict[str, Any]]:
+    with path.open(encoding="utf-8") as lines:
+        for seq, line in enumerate(lines):
+            try:
+                event = json.loads(line)
+            except ValueError:
+                continue
+            if seq < since:
+                renderer.remember(event)  # pids from before the window
+                continue
+            yield {"seq": seq, **event}
 
 
 @cli.command()
@@ -395,20 +317,11 @@ def labs() -> None:
     if not handles:
         click.echo("no lab is running")
         return
-    click.echo(
-        _table(
-            ["LAB", "PID", "CONTROL", "STARTED"],
-            [
-                [
-                    h.name,
-                    str(h.pid),
-                    h.control,
-                    time.strftime("%H:%M:%S", time.localtime(h.started)),
-                ]
-                for h in handles
-            ],
-        )
-    )
+    rows = [
+        [h.name, str(h.pid), h.control, time.strftime("%H:%M:%S", time.localtime(h.started))]
+        for h in handles
+    ]
+    click.echo(_table(["LAB", "PID", "CONTROL", "STARTED"], rows))
 
 
 @cli.command()
@@ -421,10 +334,38 @@ def check(lab_file: Path | None) -> None:
 @cli.command()
 def example() -> None:
     """Print the seed's default lab as a lab file to start from."""
+    from emulator.lab.model import default_lab
+
     click.echo(default_lab().to_yaml(), nl=False)
 
 
 # -- breaking --------------------------------------------------------------------------
+
+
+def _done(result: dict[str, Any]) -> str:
+    pid = f" (pid {result['pid']})" if result.get("pid") else ""
+    return f"{result['target']}: {result['fault']}{pid}"
+
+
+def _simple_fault(name: str, doc: str) -> None:
+    @cli.command(name=name, help=doc)
+    @component_arg
+    @lab_option
+    def command(component: str, lab_name: str | None) -> None:
+        lab = _lab(lab_name)
+        click.echo(_done(_call(getattr(lab, name), component)))
+
+
+for _name, _doc in [
+    ("kill", "SIGKILL COMPONENT's process: the kernel resets its connections at once."),
+    ("stop", "Stop COMPONENT gracefully: it closes its connections and listeners itself."),
+    ("start", "Start COMPONENT again after a kill or stop."),
+    ("restart", "Stop COMPONENT gracefully, then start it again."),
+    ("pause", "Freeze COMPONENT (SIGSTOP): sockets stay open but nothing answers."),
+    ("resume", "Thaw a paused COMPONENT (SIGCONT)."),
+    ("heal", "Lift a partition or impairment of COMPONENT's traffic."),
+]:
+    _simple_fault(_name, _doc)
 
 
 @cli.command()
@@ -433,36 +374,105 @@ def example() -> None:
 @lab_option
 def maintenance(peer: str, mode: str, lab_name: str | None) -> None:
     """Put PEER in or out of maintenance: every REGISTER then gets 503 + Warning 382."""
-    client = _client(lab_name)
-    _call(client.post, f"/peers/{peer}/maintenance", {"on": mode == "on"})
+    _call(_lab(lab_name).maintenance, peer, mode == "on")
     click.echo(f"{peer}: maintenance {mode}")
 
 
-@cli.command()
-@click.argument("component")
-@lab_option
-def kill(component: str, lab_name: str | None) -> None:
-    """SIGKILL a component's process (no restart; 'siplab start' brings it back)."""
-    result = _call(_client(lab_name).post, f"/components/{component}/kill")
-    click.echo(f"{component}: killed (pid {result['pid']})")
+scope_options = [
+    click.option(
+        "--endpoint",
+        "endpoints",
+        multiple=True,
+        metavar="NAME",
+        help="Only traffic with this endpoint (its name or URI; repeatable).",
+    ),
+    click.option(
+        "--remote", "remotes", multiple=True, metavar="IP", help="Only traffic with this address."
+    ),
+    click.option(
+        "--transport",
+        "transports",
+        multiple=True,
+        type=click.Choice(["udp", "tcp", "tls"]),
+        help="Only this transport (repeatable).",
+    ),
+]
+
+
+def _scoped(command: Callable[..., None]) -> Callable[..., None]:
+    for option in reversed(scope_options):
+        command = option(command)
+    return command
 
 
 @cli.command()
-@click.argument("component")
+@component_arg
+@_scoped
 @lab_option
-def stop(component: str, lab_name: str | None) -> None:
-    """Stop a component gracefully: it closes its connections and listeners itself."""
-    _call(_client(lab_name).post, f"/components/{component}/stop")
-    click.echo(f"{component}: stopped")
+def partition(
+    component: str,
+    endpoints: tuple[str, ...],
+    remotes: tuple[str, ...],
+    transports: tuple[str, ...],
+    lab_name: str | None,
+) -> None:
+    """Cut COMPONENT (a peer or dns) off: silence both ways while its sockets stay open.
+
+    Done inside the component (this kernel has no netem): what it receives is not read and
+    what it would send is not sent, so a client notices only by its timers or keep-alives.
+    'siplab heal COMPONENT' restores it.
+    """
+    result = _call(
+        _lab(lab_name).partition,
+        component,
+        endpoints=endpoints or None,
+        remotes=remotes or None,
+        transports=transports or None,
+    )
+    click.echo(_done(result))
 
 
 @cli.command()
-@click.argument("component")
+@component_arg
+@click.option("--delay", type=float, default=0.0, help="Seconds added to each message.")
+@click.option("--jitter", type=float, default=0.0, help="± seconds, uniformly, on the delay.")
+@click.option("--loss", type=float, default=0.0, help="Share of messages lost, 0 to 1.")
+@click.option(
+    "--direction",
+    type=click.Choice(["in", "out", "both"]),
+    default="both",
+    show_default=True,
+    help="in: what COMPONENT receives; out: what it sends.",
+)
+@click.option("--seed", type=int, help="Seed for loss and jitter, for repeatable runs.")
+@_scoped
 @lab_option
-def start(component: str, lab_name: str | None) -> None:
-    """Start a component that was killed or stopped."""
-    result = _call(_client(lab_name).post, f"/components/{component}/start")
-    click.echo(f"{component}: started (pid {result['pid']})")
+def impair(
+    component: str,
+    delay: float,
+    jitter: float,
+    loss: float,
+    direction: str,
+    seed: int | None,
+    endpoints: tuple[str, ...],
+    remotes: tuple[str, ...],
+    transports: tuple[str, ...],
+    lab_name: str | None,
+) -> None:
+    """Delay, jitter and lose COMPONENT's SIP or DNS traffic (in-process; 'heal' lifts it)."""
+    result = _call(
+        _lab(lab_name).impair,
+        component,
+        delay=delay,
+        jitter=jitter,
+        loss=loss,
+        direction=direction,
+        seed=seed,
+        endpoints=endpoints or None,
+        remotes=remotes or None,
+        transports=transports or None,
+    )
+    click.echo(_done(result))
 
 
 # -- DNS at run time -----------------------------------------------------------------
@@ -481,11 +491,6 @@ def dns() -> None:
     """
 
 
-def _dns_op(lab_name: str | None, op: str, args: dict[str, Any]) -> Any:
-    result = _call(_client(lab_name).post, f"/components/dns/ops/{op}", args)
-    return result["result"]
-
-
 def _records(name: str, rtype: str, data: tuple[str, ...], ttl: int | None) -> list[dict[str, Any]]:
     return [{"name": name, "type": rtype.upper(), "ttl": ttl, "data": item} for item in data]
 
@@ -500,7 +505,7 @@ def dns_add(
     name: str, rtype: str, data: tuple[str, ...], ttl: int | None, lab_name: str | None
 ) -> None:
     """Add records, e.g. a third SRV target or another A record to the cluster name."""
-    result = _dns_op(lab_name, "add", {"records": _records(name, rtype, data, ttl)})
+    result = _call(_lab(lab_name).dns, "add", records=_records(name, rtype, data, ttl))
     click.echo(f"added {result['added']} record(s)")
 
 
@@ -519,7 +524,7 @@ def dns_remove(name: str, rtype: str | None, data: str | None, lab_name: str | N
         args["type"] = rtype.upper()
     if data is not None:
         args["data"] = data
-    result = _dns_op(lab_name, "remove", args)
+    result = _call(_lab(lab_name).dns, "remove", **args)
     click.echo(f"removed {result['removed']} record(s)")
 
 
@@ -533,7 +538,7 @@ def dns_replace(
     name: str, rtype: str, data: tuple[str, ...], ttl: int | None, lab_name: str | None
 ) -> None:
     """Replace the NAME TYPE RRset with the records given."""
-    result = _dns_op(lab_name, "replace", {"records": _records(name, rtype, data, ttl)})
+    result = _call(_lab(lab_name).dns, "replace", records=_records(name, rtype, data, ttl))
     click.echo(f"{name} {rtype.upper()} now has {result['records']} record(s)")
 
 
@@ -549,7 +554,7 @@ def dns_ttl(ttl: int, name: str | None, rtype: str | None, lab_name: str | None)
         args["name"] = name
     if rtype is not None:
         args["type"] = rtype.upper()
-    result = _dns_op(lab_name, "set_ttl", args)
+    result = _call(_lab(lab_name).dns, "set_ttl", **args)
     click.echo(f"TTL {ttl} on {result['changed']} record(s)")
 
 
@@ -567,7 +572,7 @@ def dns_fault(mode: str, name: str | None, delay: float, lab_name: str | None) -
         if delay <= 0:
             raise click.UsageError("delay needs --delay SECONDS (more than 0)")
         args["delay"] = delay
-    _dns_op(lab_name, "fault", args)
+    _call(_lab(lab_name).dns, "fault", **args)
     click.echo(f"dns fault: {mode}" + (f" for {name}" if name else ""))
 
 

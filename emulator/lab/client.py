@@ -1,16 +1,18 @@
-"""The CLI's side of the control plane: small JSON requests to a running lab's supervisor.
+"""The synchronous side of the control plane: small JSON requests to a lab's supervisor.
 
-The standard library's urllib is enough for a handful of loopback requests and keeps
-``siplab status`` quick to start.
+The standard library's ``http.client`` is enough for a handful of loopback requests and keeps
+``siplab kill`` quick to start (no asyncio, no aiohttp, no pydantic on this path). Every call
+is bounded: a request by its timeout, an event stream by an overall deadline.
 """
 
 from __future__ import annotations
 
+import http.client
 import json
-import urllib.error
-import urllib.request
+import time
 from collections.abc import Iterator
 from typing import Any
+from urllib.parse import urlsplit
 
 from emulator.lab.state import LabHandle
 
@@ -23,47 +25,67 @@ class LabClient:
     def __init__(self, handle: LabHandle, timeout: float = 30.0) -> None:
         self.handle = handle
         self.timeout = timeout
+        parts = urlsplit(handle.control)
+        self._host = parts.hostname or "127.0.0.1"
+        self._port = parts.port or 80
 
-    def get(self, path: str, timeout: float | None = None) -> Any:
-        return self._call("GET", path, None, timeout)
+    def _connection(self, timeout: float | None) -> http.client.HTTPConnection:
+        return http.client.HTTPConnection(self._host, self._port, timeout=timeout)
 
-    def post(self, path: str, body: dict[str, Any] | None = None) -> Any:
-        return self._call("POST", path, body or {}, None)
-
-    def _call(self, method: str, path: str, body: Any, timeout: float | None) -> Any:
+    def call(self, method: str, path: str, body: Any = None, timeout: float | None = None) -> Any:
         data = json.dumps(body).encode() if body is not None else None
-        request = urllib.request.Request(
-            self.handle.control + path,
-            data=data,
-            method=method,
-            headers={"Content-Type": "application/json"},
-        )
+        conn = self._connection(timeout or self.timeout)
         try:
-            with urllib.request.urlopen(request, timeout=timeout or self.timeout) as response:
-                return json.loads(response.read() or b"null")
-        except urllib.error.HTTPError as exc:
-            try:
-                payload = json.loads(exc.read() or b"{}")
-            except ValueError:
-                payload = {}
-            if exc.code == 504 and isinstance(payload, dict) and "endpoints" in payload:
-                return payload  # /wait timed out: the status still says where things stand
-            message = payload.get("error") if isinstance(payload, dict) else None
-            raise ControlError(message or f"lab answered HTTP {exc.code}") from None
-        except (urllib.error.URLError, ConnectionError, TimeoutError) as exc:
-            reason = getattr(exc, "reason", exc)
+            conn.request(method, path, body=data, headers={"Content-Type": "application/json"})
+            response = conn.getresponse()
+            raw = response.read()
+        except (OSError, http.client.HTTPException) as exc:
+            reason = getattr(exc, "strerror", None) or str(exc) or type(exc).__name__
             raise ControlError(
                 f"cannot reach lab {self.handle.name!r} at {self.handle.control}: {reason}"
             ) from None
-
-    def stream_events(self, since: int = 0, follow: bool = False) -> Iterator[dict[str, Any]]:
-        query = f"/events?since={since}&follow={1 if follow else 0}"
-        request = urllib.request.Request(self.handle.control + query)
+        finally:
+            conn.close()
         try:
-            # No read timeout when following: events may be minutes apart.
-            with urllib.request.urlopen(request, timeout=None if follow else self.timeout) as resp:
-                for line in resp:
-                    if line.strip():
-                        yield json.loads(line)
-        except (urllib.error.URLError, ConnectionError) as exc:
+            payload = json.loads(raw or b"null")
+        except ValueError:
+            payload = None
+        if response.status >= 400:
+            if response.status == 504 and isinstance(payload, dict) and "endpoints" in payload:
+                return payload  # /wait timed out: the status still says where things stand
+            message = payload.get("error") if isinstance(payload, dict) else None
+            raise ControlError(message or f"lab answered HTTP {response.status}")
+        return payload
+
+    def stream_events(
+        self, since: int = 0, follow: bool = False, deadline: float | None = None
+    ) -> Iterator[dict[str, Any]]:
+        """Events from ``since`` on; following, until ``deadline`` (monotonic) if one is given.
+
+        Past the deadline the stream ends quietly; the caller decides whether that is a failure.
+        """
+        conn = self._connection(self._remaining(deadline) if follow else self.timeout)
+        try:
+            conn.request("GET", f"/events?since={since}&follow={1 if follow else 0}")
+            response = conn.getresponse()
+            while True:
+                if deadline is not None and conn.sock is not None:
+                    remaining = self._remaining(deadline)
+                    if remaining is not None and remaining <= 0:
+                        return
+                    conn.sock.settimeout(remaining)
+                line = response.readline()
+                if not line:
+                    return
+                if line.strip():
+                    yield json.loads(line)
+        except TimeoutError:
+            return
+        except (OSError, http.client.HTTPException) as exc:
             raise ControlError(f"lost the lab's event stream: {exc}") from None
+        finally:
+            conn.close()
+
+    @staticmethod
+    def _remaining(deadline: float | None) -> float | None:
+        return None if deadline is None else max(0.0, deadline - time.monotonic())

@@ -7,9 +7,10 @@ Routes:
   GET  /status                          the LabView as JSON
   GET  /events?since=N&follow=0|1       events as NDJSON, each with its "seq"
   GET  /wait?until=settled&timeout=S    returns when every endpoint is Registered or Failed
-  POST /peers/{name}/maintenance        {"on": true|false}
-  POST /components/{name}/kill|stop|start
+  POST /faults/{fault}                  {"target": NAME, ...args}: kill, stop, start, restart,
+                                        pause, resume, partition, heal, impair, maintenance
   POST /components/{name}/ops/{op}      a component's own control op, e.g. dns "add" (JSON args)
+  POST /mark                            record a scenario.run event (JSON fields)
   POST /shutdown                        stop the whole lab
 """
 
@@ -22,7 +23,7 @@ from typing import Any
 
 from aiohttp import web
 
-from emulator.lab.process import ControlFailure
+from emulator.lab.link import ControlFailure
 from emulator.lab.supervisor import Supervisor
 
 MAX_WAIT = 300.0
@@ -40,9 +41,9 @@ class ControlPlane:
         app.router.add_get("/status", self.status)
         app.router.add_get("/events", self.events)
         app.router.add_get("/wait", self.wait)
-        app.router.add_post("/peers/{name}/maintenance", self.maintenance)
+        app.router.add_post("/faults/{fault}", self.fault)
         app.router.add_post("/components/{name}/ops/{op}", self.component_op)
-        app.router.add_post("/components/{name}/{action}", self.component_action)
+        app.router.add_post("/mark", self.mark)
         app.router.add_post("/shutdown", self.shutdown)
         return app
 
@@ -63,7 +64,12 @@ class ControlPlane:
         return web.json_response(self._status())
 
     def _status(self) -> dict[str, Any]:
-        return {**self.supervisor.view.to_dict(), "settled": self.supervisor.view.settled()}
+        supervisor = self.supervisor
+        return {
+            **supervisor.view.to_dict(),
+            "settled": supervisor.view.settled(),
+            "seq": supervisor.log.next_seq,
+        }
 
     async def events(self, request: web.Request) -> web.StreamResponse:
         since = _int_query(request, "since", 0)
@@ -90,23 +96,17 @@ class ControlPlane:
         settled = await self.supervisor.wait_settled(timeout)
         return web.json_response(self._status(), status=200 if settled else 504)
 
-    async def maintenance(self, request: web.Request) -> web.Response:
+    async def fault(self, request: web.Request) -> web.Response:
         body = await _json_body(request)
-        on = body.get("on")
-        if not isinstance(on, bool):
-            raise web.HTTPBadRequest(text=_json_error('body must be {"on": true} or {"on": false}'))
-        return web.json_response(await self.supervisor.maintenance(request.match_info["name"], on))
+        target = body.pop("target", None)
+        if not isinstance(target, str) or not target:
+            raise web.HTTPBadRequest(text=_json_error('body needs {"target": "<component>"}'))
+        fault = request.match_info["fault"]
+        return web.json_response(await self.supervisor.apply(fault, target, body))
 
-    async def component_action(self, request: web.Request) -> web.Response:
-        name, action = request.match_info["name"], request.match_info["action"]
-        actions: dict[str, Callable[[str], Awaitable[dict[str, Any]]]] = {
-            "kill": self.supervisor.kill,
-            "stop": self.supervisor.stop_component,
-            "start": self.supervisor.start_component,
-        }
-        if action not in actions:
-            raise web.HTTPNotFound(text=_json_error(f"unknown action {action!r}"))
-        return web.json_response(await actions[action](name))
+    async def mark(self, request: web.Request) -> web.Response:
+        seq = await self.supervisor.mark(await _json_body(request))
+        return web.json_response({"seq": seq})
 
     async def component_op(self, request: web.Request) -> web.Response:
         name, op = request.match_info["name"], request.match_info["op"]

@@ -9,7 +9,7 @@ own typed configuration derived from it (``dns_config``, ``registrar_config``,
 from __future__ import annotations
 
 from collections.abc import Callable
-from ipaddress import IPv4Address, ip_address
+from ipaddress import IPv4Address, IPv4Network, ip_address
 from pathlib import Path
 from typing import Literal
 
@@ -29,10 +29,17 @@ from endpoint.config import EndpointConfig
 from registrar.config import RegistrarConfig
 
 NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.@-]*$"
+CONTAINER_NETWORK = IPv4Network("198.18.0.0/15")
+ATTACH_PATTERN = r"^(\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9_.-]+):[0-9]{1,5}$"
 
 
 class _Model(BaseModel):
     model_config = ConfigDict(extra="forbid")
+
+
+# Standard H.323 ports (ITU-T H.225.0): RAS and location on 1719/udp, call signalling 1720/tcp.
+H323_RAS_PORT = 1719
+H323_CS_PORT = 1720
 
 
 class PeerSpec(_Model):
@@ -42,6 +49,20 @@ class PeerSpec(_Model):
     tcp_port: int | None = Field(default=5060, ge=1, le=65535)
     tls_port: int | None = Field(default=5061, ge=1, le=65535)
     maintenance: bool = False
+    # A registrar the lab does not run (Kamailio, Asterisk, a real Expressway): the lab's DNS
+    # and endpoints point at it, but faults that need its process are refused.
+    external: bool = False
+    # HOST:PORT of a peer started elsewhere with --control listen:HOST:PORT (a container,
+    # another host): the lab attaches to its channel instead of starting a process.
+    attach: str | None = Field(default=None, pattern=ATTACH_PATTERN)
+
+    @model_validator(mode="after")
+    def _one_way(self) -> PeerSpec:
+        if self.external and self.attach:
+            raise ValueError(
+                "a peer is either external (the lab does not talk to it) or attached, not both"
+            )
+        return self
 
 
 class DnsSpec(_Model):
@@ -67,6 +88,8 @@ class DnsSpec(_Model):
     event_sample: int = Field(default=100, ge=1)
     # Prometheus /metrics on the DNS address (9153, as CoreDNS); null: no listener.
     metrics_port: int | None = Field(default=9153, ge=1, le=65535)
+    # HOST:PORT of a DNS server started elsewhere with --control listen:HOST:PORT.
+    attach: str | None = Field(default=None, pattern=ATTACH_PATTERN)
 
     def metrics_address(self) -> str | None:
         if self.metrics_port is None:
@@ -93,6 +116,7 @@ class EndpointSpec(_Model):
     retry_base: float = Field(default=30.0, gt=0)
     retry_max: float = Field(default=1800.0, gt=0)
     failed_memory: float = Field(default=60.0, ge=0)
+    attach: str | None = Field(default=None, pattern=ATTACH_PATTERN)
 
 
 class LabConfig(_Model):
@@ -103,6 +127,9 @@ class LabConfig(_Model):
     registrar: RegistrarSpec = RegistrarSpec()
     endpoints: list[EndpointSpec] = []
     endpoint_base_address: IPvAnyAddress = IPv4Address("127.0.0.101")
+    # loopback: every component the lab runs sits on 127.0.0.0/8 (or ::1); containers: on a
+    # container network inside 198.18.0.0/15 (RFC 2544's benchmarking range).
+    network: Literal["loopback", "containers"] = "loopback"
 
     @model_validator(mode="after")
     def _check(self) -> LabConfig:
@@ -123,8 +150,8 @@ class LabConfig(_Model):
             if spec.name in names:
                 raise ValueError(f"component name {spec.name!r} is used twice (or is reserved)")
             names.add(spec.name)
-        if self.registrar.min_expires > self.registrar.max_expires:
-            raise ValueError("registrar.min_expires is above registrar.max_expires")
+        self._check_expiry()
+        self._check_addresses()
         # Building every component's config here makes each one's own checks part of loading
         # the lab, so a bad endpoint proxy or DNS record fails with the file, not at runtime.
         _derive("dns", self.dns_config)
@@ -133,6 +160,54 @@ class LabConfig(_Model):
         for index, spec in enumerate(self.endpoints):
             _derive(f"endpoints[{index}]", lambda name=spec.name: self.endpoint_config(name))
         return self
+
+    def _check_expiry(self) -> None:
+        reg = self.registrar
+        if reg.min_expires > reg.max_expires:
+            raise ValueError(
+                f"registrar.min_expires ({reg.min_expires}) is above registrar.max_expires "
+                f"({reg.max_expires})"
+            )
+        if not reg.min_expires <= reg.default_expires <= reg.max_expires:
+            raise ValueError(
+                f"registrar.default_expires ({reg.default_expires}) must lie between "
+                f"min_expires ({reg.min_expires}) and max_expires ({reg.max_expires})"
+            )
+
+    def _check_addresses(self) -> None:
+        dns = self.dns
+        for index, peer in enumerate(self.peers):
+            ports = {peer.udp_port, peer.tcp_port, peer.tls_port}
+            if peer.address == dns.address and dns.port in ports:
+                raise ValueError(
+                    f"dns listens on {peer.address} port {dns.port}, which peers[{index}] "
+                    f"({peer.name}) uses too; give the DNS server its own address or port"
+                )
+        placed: list[tuple[str, IPvAnyAddress]] = []
+        if dns.attach is None:
+            placed.append(("dns.address", dns.address))
+        placed += [
+            (f"peers[{i}].address", p.address)
+            for i, p in enumerate(self.peers)
+            if not p.external and p.attach is None
+        ]
+        placed += [
+            (f"endpoints[{i}].address", e.address)
+            for i, e in enumerate(self.endpoints)
+            if e.address is not None and e.attach is None
+        ]
+        for where, address in placed:
+            if self.network == "loopback" and not address.is_loopback:
+                raise ValueError(
+                    f"{where}: {address} is not a loopback address; a lab on this host runs "
+                    "on 127.0.0.0/8 (or ::1). Use 'network: containers' for a container "
+                    "network, or 'external: true' for a registrar the lab does not run"
+                )
+            if self.network == "containers" and address not in CONTAINER_NETWORK:
+                raise ValueError(
+                    f"{where}: {address} is outside {CONTAINER_NETWORK}, the range container "
+                    "labs use"
+                )
 
     # -- what each component is told -------------------------------------------------
 
@@ -177,48 +252,32 @@ class LabConfig(_Model):
         )
 
     def seed_records(self) -> list[RecordConfig]:
-        """The seed's zone: SRV for every peer (TLS and TCP), one A per peer, the cluster name."""
+        """The seed guide's zone: every SRV name it sets up, for every peer with that service
+        (``_sips._tcp``, ``_sip._tcp``, ``_sip._udp`` and the three H.323 names), one A per
+        peer, and the round-robin cluster name."""
         ttl = self.dns.ttl
-        records = [
-            RecordConfig(
-                name="ns1", type=_a_type(self.dns.address), ttl=ttl, data=str(self.dns.address)
-            )
+
+        def record(name: str, rtype: str, data: str) -> RecordConfig:
+            return RecordConfig(name=name, type=rtype, ttl=ttl, data=data)
+
+        records = [record("ns1", _a_type(self.dns.address), str(self.dns.address))]
+        services: list[tuple[str, Callable[[PeerSpec], int | None]]] = [
+            ("_sips._tcp", lambda p: p.tls_port),
+            ("_sip._tcp", lambda p: p.tcp_port),
+            ("_sip._udp", lambda p: p.udp_port),
+            ("_h323ls._udp", lambda p: H323_RAS_PORT),
+            ("_h323cs._tcp", lambda p: H323_CS_PORT),
+            ("_h323rs._udp", lambda p: H323_RAS_PORT),
         ]
+        for service, port_of in services:
+            for peer in self.peers:
+                port = port_of(peer)
+                if port:
+                    records.append(record(service, "SRV", f"10 10 {port} {peer.name}"))
         for peer in self.peers:
-            if peer.tls_port:
-                records.append(
-                    RecordConfig(
-                        name="_sips._tcp",
-                        type="SRV",
-                        ttl=ttl,
-                        data=f"10 10 {peer.tls_port} {peer.name}",
-                    )
-                )
+            records.append(record(peer.name, _a_type(peer.address), str(peer.address)))
         for peer in self.peers:
-            if peer.tcp_port:
-                records.append(
-                    RecordConfig(
-                        name="_sip._tcp",
-                        type="SRV",
-                        ttl=ttl,
-                        data=f"10 10 {peer.tcp_port} {peer.name}",
-                    )
-                )
-        for peer in self.peers:
-            records.append(
-                RecordConfig(
-                    name=peer.name, type=_a_type(peer.address), ttl=ttl, data=str(peer.address)
-                )
-            )
-        for peer in self.peers:
-            records.append(
-                RecordConfig(
-                    name=self.dns.cluster_name,
-                    type=_a_type(peer.address),
-                    ttl=ttl,
-                    data=str(peer.address),
-                )
-            )
+            records.append(record(self.dns.cluster_name, _a_type(peer.address), str(peer.address)))
         return records
 
     def registrar_config(self, name: str) -> RegistrarConfig:
@@ -281,7 +340,7 @@ def default_lab() -> LabConfig:
             PeerSpec(name="exp1", address=IPv4Address("127.0.0.11")),
             PeerSpec(name="exp2", address=IPv4Address("127.0.0.12")),
         ],
-        endpoints=[EndpointSpec(uri="1001@uctest.local")],
+        endpoints=[EndpointSpec(uri="1001@uctest.local", proxy="uctest.local")],
     )
 
 

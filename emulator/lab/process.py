@@ -9,27 +9,25 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import itertools
-import json
 import os
 import signal
 import sys
-import time
 from collections import deque
 from collections.abc import Callable
-from typing import Any
+from pathlib import Path
 
 from emulator.events import Event
+from emulator.kinds import Kind
+from emulator.lab.link import ComponentLink, ControlFailure
 
 STDERR_TAIL = 20
 STOP_GRACE = 5.0
+READ_CHUNK = 1 << 16
 
 
-class ControlFailure(Exception):
-    """A control request was refused, failed, or got no answer in time."""
+class ComponentProcess(ComponentLink):
+    """A component the lab starts as its own child process and talks to over stdio."""
 
-
-class ComponentProcess:
     def __init__(
         self,
         name: str,
@@ -37,17 +35,15 @@ class ComponentProcess:
         config_json: str,
         emit: Callable[[Event], None],
     ) -> None:
-        self.name = name
+        super().__init__(name, emit)
         self.module = module
         self._config_json = config_json
-        self._emit = emit
         self.proc: asyncio.subprocess.Process | None = None
         self.stderr_tail: deque[str] = deque(maxlen=STDERR_TAIL)
-        self._replies: dict[int, asyncio.Future[Any]] = {}
-        self._ids = itertools.count(1)
         self._tasks: list[asyncio.Task[None]] = []
         self._exited = asyncio.Event()
         self._signalled: str | None = None
+        self.paused = False
 
     @property
     def pid(self) -> int | None:
@@ -57,14 +53,12 @@ class ComponentProcess:
     def running(self) -> bool:
         return self.proc is not None and not self._exited.is_set()
 
-    def _event(self, kind: str, **fields: Any) -> None:
-        self._emit(Event(time.time(), self.name, kind, fields))
-
     async def start(self) -> None:
         if self.running:
             raise ControlFailure(f"{self.name} is already running (pid {self.pid})")
         self._exited = asyncio.Event()
         self._signalled = None
+        self.paused = False
         self.stderr_tail.clear()
         self.proc = await asyncio.create_subprocess_exec(
             sys.executable,
@@ -80,34 +74,37 @@ class ComponentProcess:
             start_new_session=True,
             env={**os.environ, "PYTHONUNBUFFERED": "1"},
         )
-        self._event("process.started", pid=self.proc.pid, module=self.module)
+        self.event(Kind.PROCESS_STARTED, pid=self.proc.pid, module=self.module)
         proc = self.proc
         stdout_task = asyncio.create_task(self._read_stdout(proc))
         stderr_task = asyncio.create_task(self._read_stderr(proc))
         self._tasks = [stdout_task, stderr_task]
         self._tasks.append(asyncio.create_task(self._wait(proc, stdout_task, stderr_task)))
 
+    def _send_line(self, line: bytes) -> None:
+        proc = self.proc
+        if proc is None or proc.stdin is None or proc.stdin.is_closing():
+            raise ConnectionError("stdin closed")
+        proc.stdin.write(line)
+
     async def _read_stdout(self, proc: asyncio.subprocess.Process) -> None:
         assert proc.stdout is not None
-        while line := await _readline(proc.stdout):
-            try:
-                event = Event.from_json(line)
-            except ValueError:
-                self._event("component.output", line=line.decode(errors="replace").rstrip())
-                continue
-            if event.kind == "control.reply":
-                future = self._replies.pop(event.get("id"), None)
-                if future is not None and not future.done():
-                    future.set_result(event)
-                continue
-            self._emit(event)
+        while chunk := await proc.stdout.read(READ_CHUNK):
+            self.feed(chunk)
+        self.feed(b"\n")  # a last line without its newline still counts
 
     async def _read_stderr(self, proc: asyncio.subprocess.Process) -> None:
         assert proc.stderr is not None
-        while line := await _readline(proc.stderr):
+        while True:
+            try:
+                line = await proc.stderr.readline()
+            except ValueError:  # over the stream limit: skip it, keep reading
+                continue
+            if not line:
+                return
             text = line.decode(errors="replace").rstrip()
             self.stderr_tail.append(text)
-            self._event("component.stderr", line=text)
+            self.event(Kind.COMPONENT_STDERR, line=text)
 
     async def _wait(
         self,
@@ -120,13 +117,11 @@ class ComponentProcess:
         with contextlib.suppress(TimeoutError):
             async with asyncio.timeout(2):
                 await asyncio.gather(stdout_task, stderr_task, return_exceptions=True)
-        for future in self._replies.values():
-            if not future.done():
-                future.set_exception(ControlFailure(f"{self.name} exited"))
-        self._replies.clear()
+        self.fail_pending("exited")
         sig = signal.Signals(-returncode).name if returncode < 0 else None
-        self._event(
-            "process.exited",
+        self.paused = False
+        self.event(
+            Kind.PROCESS_EXITED,
             pid=proc.pid,
             returncode=returncode,
             signal=sig,
@@ -134,39 +129,27 @@ class ComponentProcess:
         )
         self._exited.set()
 
-    async def request(
-        self, op: str, args: dict[str, Any] | None = None, timeout: float = 5.0
-    ) -> Any:
-        proc = self.proc
-        if proc is None or not self.running or proc.stdin is None:
-            raise ControlFailure(f"{self.name} is not running")
-        request_id = next(self._ids)
-        future: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
-        self._replies[request_id] = future
-        line = json.dumps({"id": request_id, "op": op, "args": args or {}}) + "\n"
-        try:
-            proc.stdin.write(line.encode())
-            await proc.stdin.drain()
-            async with asyncio.timeout(timeout):
-                reply: Event = await future
-        except (ConnectionError, BrokenPipeError):
-            raise ControlFailure(f"{self.name} is not reading control requests") from None
-        except TimeoutError:
-            raise ControlFailure(
-                f"{self.name} did not answer {op!r} within {timeout:g} s"
-            ) from None
-        finally:
-            self._replies.pop(request_id, None)
-        if not reply.get("ok"):
-            raise ControlFailure(f"{self.name}: {reply.get('error')}")
-        return reply.get("result")
-
     def send_signal(self, sig: signal.Signals) -> None:
         if self.proc is None or not self.running:
             raise ControlFailure(f"{self.name} is not running")
         self._signalled = sig.name
         # By PID, the one we started: never a process group or a name.
         os.kill(self.proc.pid, sig)
+        if sig == signal.SIGSTOP:
+            self.paused = True
+        elif sig in (signal.SIGCONT, signal.SIGKILL):
+            self.paused = False
+
+    def frozen(self) -> bool:
+        """Stopped by SIGSTOP, whoever sent it (the lab, or a user's own ``kill -STOP``)."""
+        if self.proc is None or not self.running:
+            return False
+        try:
+            stat = Path(f"/proc/{self.proc.pid}/stat").read_text()
+        except OSError:
+            return self.paused  # no /proc: only what the lab itself did
+        # The state letter follows the parenthesised command name, which may hold spaces.
+        return stat.rsplit(")", 1)[1].split()[0] in ("T", "t")
 
     async def wait_exited(self, timeout: float) -> bool:
         try:
@@ -182,6 +165,8 @@ class ComponentProcess:
         if proc is None:
             return
         if self.running:
+            if self.frozen():
+                self.send_signal(signal.SIGCONT)  # a frozen child can act on nothing
             with contextlib.suppress(ControlFailure):
                 await self.request("shutdown", timeout=grace / 2)
             if not await self.wait_exited(grace) and self.running:
@@ -198,13 +183,3 @@ class ComponentProcess:
         await asyncio.gather(*self._tasks, return_exceptions=True)
         if proc.stdin is not None:
             proc.stdin.close()
-
-
-async def _readline(stream: asyncio.StreamReader) -> bytes:
-    try:
-        return await stream.readline()
-    except ValueError:
-        # A line over the stream limit: skip to the next newline and report it as garbage.
-        with contextlib.suppress(asyncio.LimitOverrunError, ValueError):
-            await stream.readuntil(b"\n")
-        return b"(line too long)\n"

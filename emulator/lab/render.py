@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import time
 from collections.abc import Mapping
 from typing import Any
@@ -43,8 +44,7 @@ def _describe(event: Mapping[str, Any]) -> str | None:
         case "component.stderr":
             return f"stderr: {get('line')}"
         case "fault.applied":
-            extra = f" {'on' if get('on') else 'off'}" if get("fault") == "maintenance" else ""
-            return f"fault: {get('fault')}{extra} {get('target')}"
+            return "fault: " + _fault(event)
         case "registration.backoff":
             return f"every target failed; retrying in {get('wait')} s"
         case "dns.query":
@@ -56,6 +56,56 @@ def _describe(event: Mapping[str, Any]) -> str | None:
         case "registration.refreshed":
             return f"registration refreshed ({get('expires')} s)"
     return None
+
+
+def _fault(event: Mapping[str, Any]) -> str:
+    """``kill exp1 (pid 4242)``, ``maintenance on exp1``, ``dns.servfail for exp1.uctest.local.``"""
+    fault, target = event.get("fault"), event.get("target")
+    if fault == "maintenance":
+        fault = f"maintenance {'on' if event.get('on') else 'off'}"
+    words = [str(fault)] + ([str(target)] if target else [])
+    details = []
+    if event.get("pid"):
+        details.append(f"pid {event['pid']}")
+    args = event.get("args") or {}
+    details += [f"{k} {v}" for k, v in args.items() if v not in (None, [], 0, 0.0)]
+    if event.get("name"):  # a DNS fault's scope
+        details.append(f"for {event['name']}")
+    if event.get("delay"):
+        details.append(f"delay {event['delay']} s")
+    return " ".join(words) + (f" ({', '.join(details)})" if details else "")
+
+
+class Renderer:
+    """Events as lines in one of ``siplab events``' formats; remembers each component's pid,
+    which RoomOS lines print as ``main[pid]``."""
+
+    def __init__(self, fmt: str, *, verbose: bool = False) -> None:
+        self.fmt = fmt
+        self.verbose = verbose
+        self._pids: dict[str, int] = {}
+
+    def learn_pids(self, status: Mapping[str, Any]) -> None:
+        """Pids from a lab status, for a window of events that starts after they were told."""
+        for item in [
+            status.get("dns") or {},
+            *status.get("peers", []),
+            *status.get("endpoints", []),
+        ]:
+            if item.get("pid"):
+                self._pids[str(item.get("name", "dns"))] = int(item["pid"])
+
+    def remember(self, event: Mapping[str, Any]) -> None:
+        if event.get("kind") == "process.started":
+            self._pids[str(event.get("component"))] = int(event.get("pid") or 0)
+
+    def lines(self, event: Mapping[str, Any]) -> list[str]:
+        if self.fmt == "json":
+            return [json.dumps(event)]
+        self.remember(event)
+        if self.fmt == "roomos":
+            return roomos.render(event, pid=self._pids.get(str(event.get("component")), 0))
+        return human_lines(event, verbose=self.verbose)
 
 
 def human_lines(event: Mapping[str, Any], *, verbose: bool = False) -> list[str]:

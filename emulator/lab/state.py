@@ -13,6 +13,9 @@ import os
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
+STATE_ENV = "SIPLAB_STATE_DIR"
+LAB_ENV = "SIPLAB_LAB"
+
 
 class LabNotFound(Exception):
     """No (or no single) running lab matches; ``str()`` says what to do."""
@@ -28,7 +31,7 @@ class LabHandle:
 
 
 def state_dir() -> Path:
-    explicit = os.environ.get("SIPLAB_STATE_DIR")
+    explicit = os.environ.get(STATE_ENV)
     if explicit:
         return Path(explicit)
     xdg = os.environ.get("XDG_STATE_HOME")
@@ -36,22 +39,23 @@ def state_dir() -> Path:
     return base / "siplab"
 
 
-def run_dir(name: str) -> Path:
-    return state_dir() / name
+def run_dir(name: str, root: Path | None = None) -> Path:
+    return (root or state_dir()) / name
 
 
-def write_handle(handle: LabHandle) -> None:
-    path = run_dir(handle.name) / "lab.json"
+def write_handle(handle: LabHandle, root: Path | None = None) -> None:
+    path = run_dir(handle.name, root) / "lab.json"
     tmp = path.with_suffix(".tmp")
     tmp.write_text(json.dumps(asdict(handle)), encoding="utf-8")
     tmp.replace(path)  # readers never see half a file
 
 
-def remove_handle(name: str) -> None:
-    (run_dir(name) / "lab.json").unlink(missing_ok=True)
+def remove_handle(name: str, root: Path | None = None) -> None:
+    (run_dir(name, root) / "lab.json").unlink(missing_ok=True)
 
 
 def pid_alive(pid: int) -> bool:
+    """Whether ``pid`` is still a running siplab process (not a zombie, not a recycled PID)."""
     try:
         os.kill(pid, 0)
     except ProcessLookupError:
@@ -59,15 +63,23 @@ def pid_alive(pid: int) -> bool:
     except PermissionError:
         return True
     try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
         cmdline = Path(f"/proc/{pid}/cmdline").read_bytes()
+    except FileNotFoundError:
+        return False
     except OSError:
         return True  # no /proc: trust the signal check
+    # The state letter follows the parenthesised command name, which may hold spaces.
+    if stat.rsplit(")", 1)[1].split()[0] in ("Z", "X"):
+        return False
+    if not cmdline:
+        return True  # exiting: its memory is gone but it has not finished
     # A recycled PID belongs to some other program; ours runs the siplab CLI.
     return b"siplab" in cmdline or b"emulator" in cmdline
 
 
-def read_handle(name: str) -> LabHandle | None:
-    path = run_dir(name) / "lab.json"
+def read_handle(name: str, root: Path | None = None) -> LabHandle | None:
+    path = run_dir(name, root) / "lab.json"
     try:
         handle = LabHandle(**json.loads(path.read_text(encoding="utf-8")))
     except (OSError, ValueError, TypeError):
@@ -78,16 +90,32 @@ def read_handle(name: str) -> LabHandle | None:
     return handle
 
 
-def running_labs() -> list[LabHandle]:
-    root = state_dir()
+def running_labs(root: Path | None = None) -> list[LabHandle]:
+    root = root or state_dir()
     if not root.is_dir():
         return []
-    handles = [read_handle(entry.name) for entry in sorted(root.iterdir()) if entry.is_dir()]
+    entries = sorted(root.iterdir())
+    handles = [read_handle(entry.name, root) for entry in entries if entry.is_dir()]
     return [h for h in handles if h is not None]
 
 
-def find_lab(name: str | None) -> LabHandle:
-    labs = running_labs()
+def recorded_events(name: str | None, root: Path | None = None) -> Path:
+    """The event file of a lab that is not running: the one named, or the newest."""
+    root = root or state_dir()
+    if name is not None:
+        path = run_dir(name, root) / "events.jsonl"
+        if not path.is_file():
+            raise LabNotFound(f"no lab named {name!r} is running or has recorded events in {root}")
+        return path
+    files = sorted(root.glob("*/events.jsonl"), key=lambda p: p.stat().st_mtime)
+    if not files:
+        raise LabNotFound("no lab is running; start one with 'siplab up' (or 'siplab up --detach')")
+    return files[-1]
+
+
+def find_lab(name: str | None, root: Path | None = None) -> LabHandle:
+    name = name or os.environ.get(LAB_ENV) or None
+    labs = running_labs(root)
     if name is not None:
         for handle in labs:
             if handle.name == name:
@@ -98,5 +126,7 @@ def find_lab(name: str | None) -> LabHandle:
         raise LabNotFound("no lab is running; start one with 'siplab up' (or 'siplab up --detach')")
     if len(labs) > 1:
         names = ", ".join(h.name for h in labs)
-        raise LabNotFound(f"several labs are running ({names}); pick one with --lab NAME")
+        raise LabNotFound(
+            f"several labs are running ({names}); pick one with --lab NAME (or {LAB_ENV}=NAME)"
+        )
     return labs[0]

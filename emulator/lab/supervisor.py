@@ -1,27 +1,58 @@
-"""The lab supervisor: starts every component as its own process, in order, and runs faults.
+"""The lab supervisor: runs every component, applies faults, and watches that each one answers.
 
 Readiness is taken from events, never from sleeps: DNS first (endpoints resolve at start),
 then the peers, then the endpoints, each step waiting for the components' ``ready`` events
-with a bound. Every event from every component lands in one :class:`EventLog`, which also
-feeds the :class:`LabView` that ``siplab status`` shows.
+with a bound. A component is either a child process (:class:`ComponentProcess`, over stdio)
+or one that runs elsewhere and serves its channel on an address (:class:`AttachedComponent`);
+an external peer is neither — the lab only points DNS and endpoints at it.
+
+Every event from every component lands in one :class:`EventLog`, which also feeds the
+:class:`LabView` that ``siplab status`` shows. A health check makes silence visible: a frozen
+child (SIGSTOP, by the lab or by hand) becomes ``process.paused`` and a component that does not
+answer its channel within :data:`PING_TIMEOUT` becomes ``component.unresponsive``.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import signal
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
+from emulator.channel import channel_token
 from emulator.events import Event
+from emulator.kinds import Kind
+from emulator.lab.attached import AttachedComponent
 from emulator.lab.eventlog import EventLog
+from emulator.lab.link import ComponentLink, ControlFailure
 from emulator.lab.model import LabConfig
-from emulator.lab.process import ComponentProcess, ControlFailure
+from emulator.lab.process import ComponentProcess
 from emulator.lab.view import LabView
 
 READY_TIMEOUT = 20.0
+HEALTH_INTERVAL = 0.5
+PING_TIMEOUT = 0.75
+CONTROL_TIMEOUT = 5.0
+
+# Faults that act on the component's process (a signal), and those the component applies to
+# its own traffic (in-process, over its channel).
+PROCESS_FAULTS = frozenset({"kill", "pause", "resume"})
+LINK_FAULTS = frozenset({"partition", "heal", "impair"})
+FAULTS = (
+    "kill",
+    "stop",
+    "start",
+    "restart",
+    "pause",
+    "resume",
+    "partition",
+    "heal",
+    "impair",
+    "maintenance",
+)
 
 
 class LabStartError(Exception):
@@ -40,32 +71,47 @@ class Supervisor:
         self.view = LabView.of(lab)
         self._on_event = on_event
         self.log = EventLog(events_path, on_event=self._record)
-        self.components: dict[str, ComponentProcess] = {}
-        self._add("dns", "dnsserver", lab.dns_config().model_dump_json())
+        self.components: dict[str, ComponentLink] = {}
+        self._health: asyncio.Task[None] | None = None
+        self._add("dns", "dnsserver", lab.dns_config().model_dump_json(), lab.dns.attach)
         for peer in lab.peers:
-            self._add(peer.name, "registrar", lab.registrar_config(peer.name).model_dump_json())
-        for name in lab.endpoint_names():
-            self._add(name, "endpoint", lab.endpoint_config(name).model_dump_json())
+            if not peer.external:
+                config = lab.registrar_config(peer.name).model_dump_json()
+                self._add(peer.name, "registrar", config, peer.attach)
+        for spec in lab.endpoints:
+            assert spec.name is not None
+            config = lab.endpoint_config(spec.name).model_dump_json()
+            self._add(spec.name, "endpoint", config, spec.attach)
 
-    def _add(self, name: str, module: str, config_json: str) -> None:
-        self.components[name] = ComponentProcess(name, module, config_json, self.log.append)
+    def _add(self, name: str, module: str, config_json: str, attach: str | None) -> None:
+        if attach is not None:
+            self.components[name] = AttachedComponent(
+                name, attach, self.log.append, channel_token()
+            )
+        else:
+            self.components[name] = ComponentProcess(name, module, config_json, self.log.append)
 
     def _record(self, event: Event) -> None:
         self.view.apply(event)
         if self._on_event is not None:
             self._on_event(event)
 
-    def emit(self, kind: str, **fields: Any) -> None:
-        self.log.append(Event(time.time(), "supervisor", kind, fields))
+    def emit(self, kind: Kind, **fields: Any) -> None:
+        self.emit_for("supervisor", kind, **fields)
+
+    def emit_for(self, component: str, kind: Kind, **fields: Any) -> None:
+        """An event about ``component`` that only the lab can see (it is frozen, silent...)."""
+        self.log.append(Event(time.time(), component, kind, fields))
 
     # -- starting -------------------------------------------------------------------
 
     async def start(self) -> None:
-        self.emit("lab.starting", lab=self.lab.name, components=list(self.components))
-        await self.start_components(["dns"])
-        await self.start_components([p.name for p in self.lab.peers])
-        await self.start_components(self.lab.endpoint_names())
-        self.emit("lab.started", lab=self.lab.name)
+        self.emit(Kind.LAB_STARTING, lab=self.lab.name, components=list(self.components))
+        peers = [p.name for p in self.lab.peers if not p.external]
+        for group in (["dns"], peers, self.lab.endpoint_names()):
+            await self.start_components(group)
+        self.emit(Kind.LAB_STARTED, lab=self.lab.name)
+        self._health = asyncio.create_task(self._watch_health())
 
     async def start_components(self, names: list[str]) -> None:
         seq = self.log.next_seq
@@ -81,95 +127,251 @@ class Supervisor:
                 async for _, event in self.log.follow(seq):
                     if event.component not in waiting:
                         continue
-                    if event.kind == "ready":
+                    if event.kind == Kind.READY:
                         waiting.discard(event.component)
                         if not waiting:
                             return
-                    elif event.kind in ("component.failed", "process.exited"):
+                    elif event.kind in (Kind.COMPONENT_FAILED, Kind.PROCESS_EXITED):
                         raise LabStartError(self._why_not_started(event))
         except TimeoutError:
             pending = ", ".join(sorted(waiting))
+            attached = [n for n in waiting if isinstance(self.components[n], AttachedComponent)]
+            hint = (
+                f" (attached components must already serve their channel: "
+                f"{', '.join(self._attach_address(n) for n in sorted(attached))})"
+                if attached
+                else ""
+            )
             raise LabStartError(
-                f"{pending} did not report ready within {READY_TIMEOUT:g} s"
+                f"{pending} did not report ready within {READY_TIMEOUT:g} s{hint}"
             ) from None
+
+    def _attach_address(self, name: str) -> str:
+        link = self.components[name]
+        return f"{name} at {link.address}" if isinstance(link, AttachedComponent) else name
 
     def _why_not_started(self, event: Event) -> str:
         name = event.component
-        if event.kind == "component.failed":
+        if event.kind == Kind.COMPONENT_FAILED:
             return f"{name} could not start: {event.get('error')}"
-        tail = [line for line in self.component(name).stderr_tail if line.strip()]
+        link = self.component(name)
+        tail = [line for line in getattr(link, "stderr_tail", ()) if line.strip()]
         detail = f": {tail[-1]}" if tail else ""
         return f"{name} exited (status {event.get('returncode')}) before it was ready{detail}"
 
-    # -- operating ------------------------------------------------------------------
+    # -- looking ----------------------------------------------------------------------
 
-    def component(self, name: str) -> ComponentProcess:
+    def component(self, name: str) -> ComponentLink:
         try:
             return self.components[name]
         except KeyError:
-            known = ", ".join(self.components)
-            raise ControlFailure(f"no component named {name!r}; this lab has: {known}") from None
+            pass
+        external = [p.name for p in self.lab.peers if p.external]
+        if name in external:
+            raise ControlFailure(
+                f"{name} is an external peer: the lab does not run it, so it cannot act on it"
+            )
+        known = ", ".join(self.components)
+        raise ControlFailure(f"no component named {name!r}; this lab has: {known}") from None
 
-    async def maintenance(self, name: str, on: bool) -> dict[str, Any]:
-        if name not in self.view.peers:
-            peers = ", ".join(self.view.peers)
-            raise ControlFailure(f"{name!r} is not a peer; peers are: {peers}")
-        result = await self.component(name).request("maintenance", {"on": on})
-        self.emit("fault.applied", fault="maintenance", target=name, on=on)
-        return {"peer": name, **result}
+    def _process(self, name: str, fault: str) -> ComponentProcess:
+        link = self.component(name)
+        if not isinstance(link, ComponentProcess):
+            raise ControlFailure(
+                f"{name} runs {link.where}: the lab cannot {fault} its process; "
+                "use the tools of where it runs (e.g. docker compose " + f"{fault} {name})"
+            )
+        return link
 
-    async def kill(self, name: str) -> dict[str, Any]:
-        """SIGKILL: the kernel closes the sockets, as when a peer host dies."""
-        process = self.component(name)
-        pid = process.pid
-        process.send_signal(signal.SIGKILL)
-        self.emit("fault.applied", fault="kill", target=name, pid=pid)
-        await process.wait_exited(5.0)
-        return {"component": name, "pid": pid, "killed": True}
-
-    async def stop_component(self, name: str) -> dict[str, Any]:
-        """A graceful stop: the component closes its connections and listeners itself."""
-        process = self.component(name)
-        if not process.running:
-            raise ControlFailure(f"{name} is not running")
-        self.emit("fault.applied", fault="stop", target=name, pid=process.pid)
-        await process.stop()
-        return {"component": name, "stopped": True}
-
-    async def start_component(self, name: str) -> dict[str, Any]:
-        process = self.component(name)
-        await self.start_components([name])
-        self.emit("component.restarted", target=name, pid=process.pid)
-        return {"component": name, "pid": process.pid}
+    def _answering(self, name: str) -> ComponentLink:
+        """A component that can take a control request now, or a one-line reason why not."""
+        link = self.component(name)
+        if isinstance(link, ComponentProcess) and link.frozen():
+            raise ControlFailure(f"{name} is paused; 'siplab resume {name}' first")
+        if not link.running:
+            raise ControlFailure(f"{name} is not running; 'siplab start {name}' first")
+        return link
 
     async def component_op(self, name: str, op: str, args: dict[str, Any]) -> Any:
         """Pass a control op to one component (it validates and answers for itself)."""
-        if op in ("shutdown", "ping"):
+        if op in ("shutdown", "ping", "hello"):
             raise ControlFailure(f"use 'siplab stop {name}' rather than the {op!r} op")
-        return await self.component(name).request(op, args)
+        return await self._answering(name).request(op, args, CONTROL_TIMEOUT)
+
+    # -- faults -----------------------------------------------------------------------
+
+    async def apply(self, fault: str, target: str, args: dict[str, Any]) -> dict[str, Any]:
+        """Apply one fault (or lift one: start, resume, heal, maintenance off); every one is a
+        ``fault.applied`` event saying exactly what was done."""
+        handlers: dict[str, Callable[[str, dict[str, Any]], Awaitable[dict[str, Any]]]] = {
+            "kill": self._kill,
+            "stop": self._stop,
+            "start": self._start,
+            "restart": self._restart,
+            "pause": self._pause,
+            "resume": self._resume,
+            "partition": self._link,
+            "heal": self._link,
+            "impair": self._link,
+            "maintenance": self._maintenance,
+        }
+        handler = handlers.get(fault)
+        if handler is None:
+            raise ControlFailure(f"unknown fault {fault!r}; faults are: {', '.join(FAULTS)}")
+        if fault in LINK_FAULTS:
+            args = {**args, "fault": fault}
+        result = await handler(target, args)
+        seq = self.log.next_seq
+        self.emit(Kind.FAULT_APPLIED, fault=fault, target=target, **result)
+        return {"fault": fault, "target": target, "seq": seq, **result}
+
+    async def _kill(self, name: str, _: dict[str, Any]) -> dict[str, Any]:
+        """SIGKILL: the kernel closes the sockets, as when a peer host dies."""
+        process = self._process(name, "kill")
+        pid = process.pid
+        process.send_signal(signal.SIGKILL)
+        return {"pid": pid}
+
+    async def _stop(self, name: str, _: dict[str, Any]) -> dict[str, Any]:
+        """A graceful stop: the component closes its connections and listeners itself."""
+        link = self.component(name)
+        if not link.running:
+            raise ControlFailure(f"{name} is not running")
+        if isinstance(link, AttachedComponent):
+            await link.shutdown()
+            return {"where": link.address}
+        pid = link.pid
+        await link.stop()
+        return {"pid": pid}
+
+    async def _start(self, name: str, _: dict[str, Any]) -> dict[str, Any]:
+        link = self.component(name)
+        if link.running:
+            raise ControlFailure(f"{name} is already running")
+        if isinstance(link, ComponentProcess):
+            await link.wait_exited(5.0)  # a kill just sent: let its exit be recorded first
+        await self.start_components([name])
+        return {"pid": link.pid}
+
+    async def _restart(self, name: str, args: dict[str, Any]) -> dict[str, Any]:
+        if self.component(name).running:
+            await self._stop(name, args)
+        return await self._start(name, args)
+
+    async def _pause(self, name: str, _: dict[str, Any]) -> dict[str, Any]:
+        """SIGSTOP: the process freezes with its sockets open — the silent failure."""
+        process = self._process(name, "pause")
+        if process.frozen():
+            raise ControlFailure(f"{name} is already paused")
+        process.send_signal(signal.SIGSTOP)
+        self.emit_for(name, Kind.PROCESS_PAUSED, pid=process.pid, by="lab")
+        return {"pid": process.pid}
+
+    async def _resume(self, name: str, _: dict[str, Any]) -> dict[str, Any]:
+        process = self._process(name, "resume")
+        if not process.frozen():
+            raise ControlFailure(f"{name} is not paused")
+        process.send_signal(signal.SIGCONT)
+        self.emit_for(name, Kind.PROCESS_RESUMED, pid=process.pid, by="lab")
+        return {"pid": process.pid}
+
+    async def _link(self, name: str, args: dict[str, Any]) -> dict[str, Any]:
+        """Partition, heal and impair happen inside the component, between socket and core."""
+        self.component(name)  # an unknown name says so first
+        if name not in self.view.peers and name != "dns":
+            raise ControlFailure(f"{name} is not a peer or the DNS server; link faults apply there")
+        op = args.pop("fault")
+        endpoints = args.pop("endpoints", None)
+        if endpoints:
+            args["remotes"] = [*(args.get("remotes") or []), *self._endpoint_addresses(endpoints)]
+        link = await self._answering(name).request(op, args, CONTROL_TIMEOUT)
+        return {"args": args, "link": link}
+
+    def _endpoint_addresses(self, names: list[str]) -> list[str]:
+        found = []
+        for name in names:
+            spec = next((e for e in self.lab.endpoints if name in (e.name, e.uri)), None)
+            if spec is None:
+                raise ControlFailure(f"no endpoint {name!r} in this lab")
+            found.append(str(spec.address))
+        return found
+
+    async def _maintenance(self, name: str, args: dict[str, Any]) -> dict[str, Any]:
+        if name not in self.view.peers:
+            peers = ", ".join(self.view.peers)
+            raise ControlFailure(f"{name!r} is not a peer; peers are: {peers}")
+        on = args.get("on")
+        if not isinstance(on, bool):
+            raise ControlFailure('maintenance needs {"on": true} or {"on": false}')
+        result = await self._answering(name).request("maintenance", {"on": on}, CONTROL_TIMEOUT)
+        return {"on": on, **result}
+
+    async def mark(self, fields: dict[str, Any]) -> int:
+        """A scripted experiment's marker (run start/end) in the lab's own event log."""
+        seq = self.log.next_seq
+        self.emit(Kind.SCENARIO_RUN, **fields)
+        return seq
+
+    # -- health -----------------------------------------------------------------------
+
+    async def _watch_health(self) -> None:
+        """Make silence an event: frozen processes and components that stop answering."""
+        frozen: dict[str, bool] = {}
+        silent: dict[str, bool] = {}
+        while True:
+            checks = []
+            for name, link in self.components.items():
+                is_frozen = isinstance(link, ComponentProcess) and link.frozen()
+                if is_frozen != frozen.get(name, False):
+                    frozen[name] = is_frozen
+                    paused = self._view_paused(name)
+                    if is_frozen and not paused:  # frozen by hand (kill -STOP), not by the lab
+                        self.emit_for(name, Kind.PROCESS_PAUSED, pid=link.pid, by="outside")
+                    elif not is_frozen and paused:
+                        self.emit_for(name, Kind.PROCESS_RESUMED, pid=link.pid, by="outside")
+                if link.running and not is_frozen:
+                    checks.append(self._ping(name, link, silent))
+            await asyncio.gather(*checks)
+            await asyncio.sleep(HEALTH_INTERVAL)
+
+    def _view_paused(self, name: str) -> bool:
+        status = self.view.dns if name == "dns" else self.view.peers.get(name)
+        return bool(status and status.paused)
+
+    async def _ping(self, name: str, link: ComponentLink, silent: dict[str, bool]) -> None:
+        try:
+            await link.request("ping", timeout=PING_TIMEOUT)
+            answered = True
+        except ControlFailure:
+            answered = link.running is False  # gone, not silent: its exit is its own event
+        if answered == silent.get(name, False):
+            silent[name] = not answered
+            self.emit_for(name, Kind.COMPONENT_UNRESPONSIVE, on=not answered)
+
+    # -- waiting ----------------------------------------------------------------------
 
     async def wait_settled(self, timeout: float) -> bool:
         """Wait until every endpoint is Registered or Failed; False on timeout."""
         if self.view.settled():
             return True
-        try:
+        with contextlib.suppress(TimeoutError):
             async with asyncio.timeout(timeout):
                 async for _ in self.log.follow(self.log.next_seq):
-                    if self.view.settled():
-                        return True
-                    if self.log.closed:
-                        return False
-        except TimeoutError:
-            return self.view.settled()
+                    if self.view.settled() or self.log.closed:
+                        break
         return self.view.settled()
 
     # -- stopping -------------------------------------------------------------------
 
     async def shutdown(self) -> None:
-        """Stop every process this lab started: endpoints, then peers, then DNS."""
-        self.emit("lab.stopping", lab=self.lab.name)
-        groups = [self.lab.endpoint_names(), [p.name for p in self.lab.peers], ["dns"]]
-        for group in groups:
+        """Stop every process this lab started: endpoints, then peers, then DNS; detach from
+        the components it attached to (their owner stops them)."""
+        if self._health is not None:
+            self._health.cancel()
+            await asyncio.gather(self._health, return_exceptions=True)
+        self.emit(Kind.LAB_STOPPING, lab=self.lab.name)
+        peers = [p.name for p in self.lab.peers if not p.external]
+        for group in (self.lab.endpoint_names(), peers, ["dns"]):
             await asyncio.gather(*(self.components[name].stop() for name in group))
-        self.emit("lab.stopped", lab=self.lab.name)
+        self.emit(Kind.LAB_STOPPED, lab=self.lab.name)
         await self.log.close()

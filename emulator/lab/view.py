@@ -1,7 +1,10 @@
 """The lab's status, folded from its events: what ``siplab status`` shows.
 
 Nothing here asks a component anything; the view is a pure function of the event stream, so
-the status a user sees and the timings a test asserts come from the same source.
+the status a user sees and the timings a test asserts come from the same source. The lab's
+health check turns silence into events too (``process.paused`` for a frozen process,
+``component.unresponsive`` for one that stops answering its channel), so a frozen peer shows
+as ``paused`` or ``unresponsive`` here rather than ``active``.
 """
 
 from __future__ import annotations
@@ -10,27 +13,99 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from emulator.events import Event
+from emulator.kinds import Kind
 from emulator.lab.model import LabConfig
 
 FINAL_STATES = frozenset({"Registered", "Failed"})
 
 
 @dataclass(slots=True)
-class PeerStatus:
+class ComponentStatus:
+    """Process and link state shared by the DNS server and the peers."""
+
     name: str
     address: str
-    state: str = "starting"
-    registrations: int = 0
+    base: str = "starting"  # starting | running | active | maintenance | stopped | external
     pid: int | None = None
+    paused: bool = False
+    unresponsive: bool = False
+    partition: dict[str, Any] | None = None
+    impair: dict[str, Any] | None = None
+    attached: str | None = None
+
+    @property
+    def state(self) -> str:
+        """The one word a user needs first: what stops this component from serving."""
+        if self.base in ("stopped", "external", "starting"):
+            return self.base
+        if self.paused:
+            return "paused"
+        if self.unresponsive:
+            return "unresponsive"
+        if self.partition is not None:
+            return "partitioned"
+        return self.base
+
+    @property
+    def conditions(self) -> list[str]:
+        found = []
+        if self.base == "maintenance" and self.state != "maintenance":
+            found.append("maintenance")
+        if self.partition is not None and self.state != "partitioned":
+            found.append("partitioned")
+        if self.impair:
+            found.append("impaired")
+        return found
+
+    def apply(self, event: Event, up_state: str) -> None:
+        kind = event.kind
+        if kind == Kind.PROCESS_STARTED:
+            self.base, self.pid = "starting", event.get("pid")
+            self._clear()
+        elif kind == Kind.COMPONENT_JOINED:
+            self.base = "starting"
+            self._clear()
+        elif kind == Kind.READY:
+            self.base = "maintenance" if event.get("maintenance") else up_state
+        elif kind == Kind.MAINTENANCE:
+            self.base = "maintenance" if event.get("on") else up_state
+        elif kind in (Kind.PROCESS_EXITED, Kind.COMPONENT_LEFT):
+            self.base, self.pid = "stopped", None
+            self._clear()
+        elif kind == Kind.PROCESS_PAUSED:
+            self.paused = True
+        elif kind == Kind.PROCESS_RESUMED:
+            self.paused = False
+        elif kind == Kind.COMPONENT_UNRESPONSIVE:
+            self.unresponsive = bool(event.get("on"))
+        elif kind == Kind.LINK_CHANGED:
+            self.partition = event.get("partition")
+            impair = event.get("impair") or {}
+            self.impair = {k: v for k, v in impair.items() if v} or None
+
+    def _clear(self) -> None:
+        self.paused = self.unresponsive = False
+        self.partition = self.impair = None
 
     def to_dict(self) -> dict[str, Any]:
         return {
             "name": self.name,
             "address": self.address,
             "state": self.state,
-            "registrations": self.registrations,
+            "conditions": self.conditions,
             "pid": self.pid,
+            "partition": self.partition,
+            "impair": self.impair,
+            "attached": self.attached,
         }
+
+
+@dataclass(slots=True)
+class PeerStatus(ComponentStatus):
+    registrations: int = 0
+
+    def to_dict(self) -> dict[str, Any]:
+        return {**ComponentStatus.to_dict(self), "registrations": self.registrations}
 
 
 @dataclass(slots=True)
@@ -58,14 +133,29 @@ class EndpointStatus:
             "since": self.since,
         }
 
+    def apply(self, event: Event) -> None:
+        kind = event.kind
+        if kind == Kind.PROCESS_STARTED:
+            self.pid = event.get("pid")
+        elif kind == Kind.REGISTRATION_STATE:
+            self.state = event.get("state", self.state)
+            self.reason = event.get("reason", "")
+            self.since = event.t
+            registered = self.state == "Registered"
+            self.registrar = event.get("registrar") if registered else None
+            self.transport = event.get("transport") if registered else None
+        elif kind in (Kind.PROCESS_EXITED, Kind.COMPONENT_LEFT):
+            self.state, self.pid = "Inactive", None
+            self.reason = "process exited" if kind == Kind.PROCESS_EXITED else "left the lab"
+            self.registrar = self.transport = None
+            self.since = event.t
+
 
 @dataclass(slots=True)
 class LabView:
     lab: str
-    dns_address: str
+    dns: ComponentStatus
     dns_metrics: str | None = None
-    dns_state: str = "starting"
-    dns_pid: int | None = None
     peers: dict[str, PeerStatus] = field(default_factory=dict)
     endpoints: dict[str, EndpointStatus] = field(default_factory=dict)
 
@@ -74,11 +164,14 @@ class LabView:
         metrics = lab.dns.metrics_address()
         view = cls(
             lab=lab.name,
-            dns_address=lab.dns_address(),
+            dns=ComponentStatus("dns", lab.dns_address(), attached=lab.dns.attach),
             dns_metrics=f"http://{metrics}/metrics" if metrics else None,
         )
         for peer in lab.peers:
-            view.peers[peer.name] = PeerStatus(peer.name, str(peer.address))
+            status = PeerStatus(peer.name, str(peer.address), attached=peer.attach)
+            if peer.external:
+                status.base = "external"
+            view.peers[peer.name] = status
         for spec in lab.endpoints:
             assert spec.name is not None
             view.endpoints[spec.name] = EndpointStatus(spec.name, spec.uri, str(spec.address))
@@ -87,64 +180,26 @@ class LabView:
     def apply(self, event: Event) -> None:
         name = event.component
         if name == "dns":
-            self._apply_dns(event)
+            self.dns.apply(event, "running")
         elif name in self.peers:
-            self._apply_peer(self.peers[name], event)
+            peer = self.peers[name]
+            peer.apply(event, "active")
+            if event.kind in (Kind.PROCESS_STARTED, Kind.PROCESS_EXITED, Kind.COMPONENT_LEFT):
+                peer.registrations = 0
+            elif isinstance(event.get("registrations"), int):
+                peer.registrations = event.get("registrations")
         elif name in self.endpoints:
-            self._apply_endpoint(self.endpoints[name], event)
-
-    def _apply_dns(self, event: Event) -> None:
-        if event.kind == "process.started":
-            self.dns_state, self.dns_pid = "starting", event.get("pid")
-        elif event.kind == "ready":
-            self.dns_state = "running"
-        elif event.kind == "process.exited":
-            self.dns_state, self.dns_pid = "stopped", None
-
-    @staticmethod
-    def _apply_peer(peer: PeerStatus, event: Event) -> None:
-        kind = event.kind
-        if kind == "process.started":
-            peer.state, peer.pid, peer.registrations = "starting", event.get("pid"), 0
-        elif kind == "ready":
-            peer.state = "maintenance" if event.get("maintenance") else "active"
-        elif kind == "maintenance":
-            peer.state = "maintenance" if event.get("on") else "active"
-        elif kind == "process.exited":
-            peer.state, peer.pid, peer.registrations = "stopped", None, 0
-        if kind != "process.exited" and isinstance(event.get("registrations"), int):
-            peer.registrations = event.get("registrations")
-
-    @staticmethod
-    def _apply_endpoint(endpoint: EndpointStatus, event: Event) -> None:
-        kind = event.kind
-        if kind == "process.started":
-            endpoint.pid = event.get("pid")
-        elif kind == "registration.state":
-            endpoint.state = event.get("state", endpoint.state)
-            endpoint.reason = event.get("reason", "")
-            endpoint.since = event.t
-            registered = endpoint.state == "Registered"
-            endpoint.registrar = event.get("registrar") if registered else None
-            endpoint.transport = event.get("transport") if registered else None
-        elif kind == "process.exited":
-            endpoint.state, endpoint.reason, endpoint.pid = "Inactive", "process exited", None
-            endpoint.registrar = endpoint.transport = None
-            endpoint.since = event.t
+            self.endpoints[name].apply(event)
 
     def settled(self) -> bool:
         """Every endpoint has reached a final state (or there are none)."""
         return all(e.state in FINAL_STATES for e in self.endpoints.values())
 
     def to_dict(self) -> dict[str, Any]:
+        dns = self.dns.to_dict()
         return {
             "lab": self.lab,
-            "dns": {
-                "address": self.dns_address,
-                "state": self.dns_state,
-                "pid": self.dns_pid,
-                "metrics": self.dns_metrics,
-            },
+            "dns": {**dns, "metrics": self.dns_metrics},
             "peers": [p.to_dict() for p in self.peers.values()],
             "endpoints": [e.to_dict() for e in self.endpoints.values()],
         }

@@ -16,11 +16,30 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import yaml
 
-from emulator.lab.testing import RunningLab, lab_addresses, leftovers, started_pids, write_lab
+from emulator.lab.testing import TestLab, leftovers
 from tests.labs import fresh_lab_dict
 
 pytestmark = pytest.mark.integration
+
+
+def write_lab(path: Path, lab: dict[str, Any]) -> Path:
+    path.write_text(yaml.safe_dump(lab, sort_keys=False), encoding="utf-8")
+    return path
+
+
+def recorded_pids(state: Path, name: str) -> set[int]:
+    """Every PID a lab started, from the event file it leaves in its state directory."""
+    events = state / name / "events.jsonl"
+    lines = events.read_text(encoding="utf-8").splitlines() if events.exists() else []
+    return {int(e["pid"]) for e in map(json.loads, lines) if e["kind"] == "process.started"}
+
+
+def lab_addresses(lab: dict[str, Any]) -> set[str]:
+    addresses = {str(peer["address"]) for peer in lab["peers"]}
+    addresses |= {str(e["address"]) for e in lab.get("endpoints", []) if "address" in e}
+    return addresses | {str(lab["dns"]["address"])}
 
 
 def siplab(state_dir: Path, *args: str, timeout: float = 60) -> subprocess.CompletedProcess[str]:
@@ -34,7 +53,7 @@ def siplab(state_dir: Path, *args: str, timeout: float = 60) -> subprocess.Compl
     )
 
 
-def test_status_json_has_the_documented_shape(make_lab: Callable[..., RunningLab]) -> None:
+def test_status_json_has_the_documented_shape(make_lab: Callable[..., TestLab]) -> None:
     lab = make_lab()
     result = lab.siplab("status", "--json")
     assert result.returncode == 0, result.stderr
@@ -68,7 +87,7 @@ def test_status_json_has_the_documented_shape(make_lab: Callable[..., RunningLab
 
 
 def test_maintenance_kill_and_start_change_the_peer_state(
-    make_lab: Callable[..., RunningLab],
+    make_lab: Callable[..., TestLab],
 ) -> None:
     lab = make_lab()
 
@@ -80,10 +99,10 @@ def test_maintenance_kill_and_start_change_the_peer_state(
     assert lab.siplab("maintenance", "exp2", "off").returncode == 0
     assert peer_state("exp2") == "active"
 
-    seq = lab.next_seq()
+    seq = lab.seq()
     killed = lab.siplab("kill", "exp2")
     assert killed.returncode == 0, killed.stderr
-    exited = lab.wait_for(
+    exited = lab.until(
         lambda e: e["component"] == "exp2" and e["kind"] == "process.exited",
         since=seq,
         timeout=10,
@@ -100,7 +119,7 @@ def test_maintenance_kill_and_start_change_the_peer_state(
     assert "already running" in again.stderr
 
 
-def test_control_errors_are_one_line(make_lab: Callable[..., RunningLab]) -> None:
+def test_control_errors_are_one_line(make_lab: Callable[..., TestLab]) -> None:
     lab = make_lab()
     for args, expected in [
         (("maintenance", "nosuch", "on"), "'nosuch' is not a peer"),
@@ -150,10 +169,10 @@ def test_missing_lab_file_and_no_running_lab(tmp_path: Path) -> None:
         assert "no lab is running" in result.stderr
 
 
-def test_two_labs_side_by_side(make_lab: Callable[..., RunningLab]) -> None:
+def test_two_labs_side_by_side(make_lab: Callable[..., TestLab]) -> None:
     one = make_lab()
     two = make_lab()
-    assert one.state_dir != two.state_dir
+    assert one.root != two.root
     for lab in (one, two):
         assert lab.endpoint()["state"] == "Registered"
     addresses = {one.status()["dns"]["address"], two.status()["dns"]["address"]}
@@ -162,27 +181,34 @@ def test_two_labs_side_by_side(make_lab: Callable[..., RunningLab]) -> None:
 
 def test_several_labs_need_lab_option(tmp_path: Path) -> None:
     state = tmp_path / "state"
-    labs: list[tuple[dict[str, Any], RunningLab]] = []
+    labs: list[dict[str, Any]] = []
     try:
         for _ in range(2):
             lab = fresh_lab_dict(endpoints=[])
             lab_file = write_lab(tmp_path / f"{lab['name']}.yaml", lab)
             result = siplab(state, "up", "--detach", str(lab_file))
             assert result.returncode == 0, result.stderr
-            labs.append((lab, RunningLab(lab["name"], state, lab_file)))
+            assert f"'siplab down {lab['name']}'" in result.stdout
+            labs.append(lab)
         ambiguous = siplab(state, "status")
         assert ambiguous.returncode != 0
         assert "pick one with --lab" in ambiguous.stderr
-        assert siplab(state, "status", "--lab", labs[0][1].name).returncode == 0
+        assert siplab(state, "status", "--lab", labs[0]["name"]).returncode == 0
         listing = siplab(state, "labs")
-        assert all(running.name in listing.stdout for _, running in labs)
-        again = siplab(state, "up", "--detach", str(labs[0][1].lab_file))
+        assert all(lab["name"] in listing.stdout for lab in labs)
+        again = siplab(state, "up", "--detach", str(tmp_path / f"{labs[0]['name']}.yaml"))
         assert again.returncode != 0
         assert "already running" in again.stderr
+        # A script stops exactly the lab it started, by the name 'up' printed, with others up.
+        pids = recorded_pids(state, labs[0]["name"])
+        stopped = siplab(state, "down", labs[0]["name"])
+        assert stopped.returncode == 0, stopped.stderr
+        assert leftovers(pids, lab_addresses(labs[0])) == []
+        assert siplab(state, "status").returncode == 0  # the other one still runs, alone now
     finally:
-        for lab, running in labs:
-            pids = started_pids(running) | {running.handle.pid}
-            siplab(state, "down", "--lab", running.name)
+        for lab in labs:
+            pids = recorded_pids(state, lab["name"])
+            siplab(state, "down", lab["name"])
             assert leftovers(pids, lab_addresses(lab)) == []
 
 
@@ -197,7 +223,6 @@ def test_foreground_up_stops_everything_on_ctrl_c(tmp_path: Path) -> None:
         stderr=subprocess.STDOUT,
         text=True,
     )
-    running = RunningLab(lab["name"], state, lab_file)
     output: list[str] = []
     try:
         assert process.stdout is not None
@@ -211,7 +236,7 @@ def test_foreground_up_stops_everything_on_ctrl_c(tmp_path: Path) -> None:
                 assert line, "siplab up exited early:\n" + "".join(output)
                 output.append(line)
         assert any("Registered to" in line for line in output)
-        pids = started_pids(running) | {process.pid}
+        pids = recorded_pids(state, lab["name"]) | {process.pid}
         process.send_signal(signal.SIGINT)
         rest, _ = process.communicate(timeout=30)
         output.append(rest)
@@ -225,7 +250,7 @@ def test_foreground_up_stops_everything_on_ctrl_c(tmp_path: Path) -> None:
 
 
 def test_control_plane_answers_bad_requests_with_json_errors(
-    make_lab: Callable[..., RunningLab],
+    make_lab: Callable[..., TestLab],
 ) -> None:
     lab = make_lab()
     base = lab.handle.control
@@ -239,13 +264,15 @@ def test_control_plane_answers_bad_requests_with_json_errors(
             return exc.code, json.loads(exc.read())
 
     cases = [
-        ("POST", "/peers/exp1/maintenance", b"not json", 400),
-        ("POST", "/peers/exp1/maintenance", b"[1, 2]", 400),
-        ("POST", "/peers/exp1/maintenance", b'{"on": "yes"}', 400),
+        ("POST", "/faults/maintenance", b"not json", 400),
+        ("POST", "/faults/maintenance", b"[1, 2]", 400),
+        ("POST", "/faults/maintenance", b'{"target": "exp1", "on": "yes"}', 409),
+        ("POST", "/faults/kill", b"{}", 400),
+        ("POST", "/faults/explode", b'{"target": "exp1"}', 409),
+        ("POST", "/faults/kill", b'{"target": "nosuch"}', 409),
         ("GET", "/events?since=abc", None, 400),
         ("GET", "/wait?until=forever", None, 400),
         ("POST", "/components/exp1/explode", b"{}", 404),
-        ("POST", "/components/nosuch/kill", b"{}", 409),
         ("POST", "/components/exp1/ops/shutdown", b"{}", 409),
         ("POST", "/components/dns/ops/nosuch", b"{}", 409),
         ("POST", "/components/dns/ops/add", b'{"records": "x"}', 409),

@@ -10,12 +10,12 @@ import dns.rcode
 import dns.rdatatype
 import pytest
 
-from emulator.lab.testing import RunningLab
+from emulator.lab.testing import TestLab
 
 pytestmark = pytest.mark.integration
 
 
-def query(lab: RunningLab, name: str, rdtype: str) -> dns.message.Message:
+def query(lab: TestLab, name: str, rdtype: str) -> dns.message.Message:
     host, port = lab.status()["dns"]["address"].rsplit(":", 1)
     request = dns.message.make_query(name, rdtype)
     return dns.query.udp(request, host, port=int(port), timeout=2)
@@ -25,15 +25,15 @@ def rdata(response: dns.message.Message) -> list[str]:
     return sorted(rd.to_text() for rrset in response.answer for rd in rrset)
 
 
-def test_records_change_at_run_time(make_lab: Callable[..., RunningLab]) -> None:
+def test_records_change_at_run_time(make_lab: Callable[..., TestLab]) -> None:
     lab = make_lab()
     prefix = lab.status()["peers"][0]["address"].rsplit(".", 1)[0]
-    seq = lab.next_seq()
+    seq = lab.seq()
 
     removed = lab.siplab("dns", "remove", "_sip._tcp", "SRV", "10 10 5060 exp1")
     assert removed.returncode == 0, removed.stderr
     assert rdata(query(lab, "_sip._tcp.uctest.local", "SRV")) == ["10 10 5060 exp2.uctest.local."]
-    change = lab.wait_for(lambda e: e["kind"] == "dns.change", since=seq, what="dns.change")
+    change = lab.until(lambda e: e["kind"] == "dns.change", since=seq, what="dns.change")
     assert change["op"] == "remove"
 
     added = lab.siplab("dns", "add", "habibexpc-cluster", "A", f"{prefix}.13", "--ttl", "9")
@@ -64,7 +64,7 @@ def test_records_change_at_run_time(make_lab: Callable[..., RunningLab]) -> None
 
 
 def test_endpoint_rides_out_a_dns_outage_during_failover(
-    make_lab: Callable[..., RunningLab],
+    make_lab: Callable[..., TestLab],
 ) -> None:
     lab = make_lab(
         endpoints=lambda prefix: [
@@ -77,13 +77,13 @@ def test_endpoint_rides_out_a_dns_outage_during_failover(
             }
         ],
     )
-    first = lab.peer_at(lab.endpoint()["registrar"])
-    seq = lab.next_seq()
+    first = lab.peer_at(lab.status(), lab.endpoint()["registrar"])
+    seq = lab.seq()
     assert lab.siplab("dns", "fault", "down").returncode == 0
     assert lab.siplab("kill", first).returncode == 0
 
     # Connection lost, then the lookup fails: Failed with the DNS reason, and a backoff.
-    dns_failed = lab.wait_for(
+    dns_failed = lab.until(
         lambda e: (
             e["kind"] == "registration.state"
             and e["state"] == "Failed"
@@ -93,18 +93,18 @@ def test_endpoint_rides_out_a_dns_outage_during_failover(
         timeout=20,
         what="Failed because DNS is down",
     )
-    lab.wait_for(
+    lab.until(
         lambda e: e["kind"] == "registration.backoff",
         since=dns_failed["seq"],
         timeout=5,
         what="backoff",
     )
-    heal = lab.next_seq()
+    heal = lab.seq()
     assert lab.siplab("dns", "fault", "none").returncode == 0
-    registered = lab.wait_for(
+    registered = lab.until(
         lambda e: e["kind"] == "registration.state" and e["state"] == "Registered",
         since=heal,
         timeout=20,
         what="registration once DNS answers again",
     )
-    assert lab.peer_at(registered["registrar"]) != first
+    assert lab.peer_at(lab.status(), registered["registrar"]) != first

@@ -12,7 +12,7 @@ from typing import Any
 
 import pytest
 
-from emulator.lab.testing import RunningLab
+from emulator.lab.testing import TestLab
 from endpoint import roomos
 
 pytestmark = pytest.mark.integration
@@ -31,33 +31,33 @@ def state_event(state: str, **fields: Any) -> Callable[[dict[str, Any]], bool]:
     return match
 
 
-def other_peer(lab: RunningLab, name: str) -> dict[str, Any]:
+def other_peer(lab: TestLab, name: str) -> dict[str, Any]:
     return next(p for p in lab.status()["peers"] if p["name"] != name)
 
 
 def test_option1_srv_maintenance_fails_over_at_next_refresh(
-    make_lab: Callable[..., RunningLab],
+    make_lab: Callable[..., TestLab],
 ) -> None:
     lab = make_lab()
     endpoint = lab.endpoint()
     assert endpoint["state"] == "Registered"
     assert endpoint["transport"] == "TCP"
-    first = lab.peer_at(endpoint["registrar"])
+    first = lab.peer_at(lab.status(), endpoint["registrar"])
     second = other_peer(lab, first)
     first_address = endpoint["registrar"].rsplit(":", 1)[0]
     granted = 4  # registrar.max_expires in the test lab
 
-    seq = lab.next_seq()
+    seq = lab.seq()
     assert lab.siplab("maintenance", first, "on", "--lab", lab.name).returncode == 0
 
-    warning = lab.wait_for(
+    warning = lab.until(
         lambda e: e["kind"] == "sip.warning", since=seq, timeout=granted * 3, what="Warning line"
     )
     assert warning["header"] == f'Warning: 382 {first_address} "System in Maintenance Mode"'
-    failed = lab.wait_for(
+    failed = lab.until(
         state_event("Failed", reason=MAINTENANCE_REASON), since=seq, timeout=5, what="Failed"
     )
-    registered = lab.wait_for(
+    registered = lab.until(
         state_event("Registered", registrar=f"{second['address']}:5060"),
         since=failed["seq"],
         timeout=granted,
@@ -91,7 +91,7 @@ def test_option1_srv_maintenance_fails_over_at_next_refresh(
     assert status["endpoints"][0]["registrar"] == f"{second['address']}:5060"
 
 
-def test_option2_round_robin_kill_fails_over_at_once(make_lab: Callable[..., RunningLab]) -> None:
+def test_option2_round_robin_kill_fails_over_at_once(make_lab: Callable[..., TestLab]) -> None:
     # Long registrations: the failover must not wait for the refresh (54 s) or expiry (60 s).
     lab = make_lab(
         registrar={"min_expires": 1, "max_expires": 60, "default_expires": 60},
@@ -106,21 +106,21 @@ def test_option2_round_robin_kill_fails_over_at_once(make_lab: Callable[..., Run
     )
     endpoint = lab.endpoint()
     assert endpoint["state"] == "Registered"
-    first = lab.peer_at(endpoint["registrar"])
+    first = lab.peer_at(lab.status(), endpoint["registrar"])
     second = other_peer(lab, first)
 
-    seq = lab.next_seq()
+    seq = lab.seq()
     result = lab.siplab("kill", first, "--lab", lab.name)
     assert result.returncode == 0, result.stderr
 
-    failed = lab.wait_for(
+    failed = lab.until(
         state_event("Failed", reason="Connection lost"), since=seq, timeout=10, what="Failed"
     )
-    restart = lab.wait_for(
+    restart = lab.until(
         lambda e: e["kind"] == "locator.restart", since=failed["seq"], timeout=5, what="re-resolve"
     )
     assert restart["uri"] == "habibexpc-cluster.uctest.local"
-    located = lab.wait_for(
+    located = lab.until(
         lambda e: e["kind"] == "dns.located", since=restart["seq"], timeout=5, what="locatedAt"
     )
     # The DNS server rotated the round-robin name: the other peer now comes first.
@@ -129,7 +129,7 @@ def test_option2_round_robin_kill_fails_over_at_once(make_lab: Callable[..., Run
         "unspec",
         second["address"],
     )
-    registered = lab.wait_for(
+    registered = lab.until(
         state_event("Registered", registrar=f"{second['address']}:5060"),
         since=failed["seq"],
         timeout=10,

@@ -7,7 +7,7 @@ from collections.abc import Callable
 
 import pytest
 
-from emulator.lab.testing import RunningLab
+from emulator.lab.testing import TestLab
 from emulator.sip.message import Response, new_branch, parse_message
 
 pytestmark = pytest.mark.integration
@@ -31,11 +31,11 @@ def options(address: str, port: int) -> bytes:
     ).encode()
 
 
-def test_registrar_survives_garbage(make_lab: Callable[..., RunningLab]) -> None:
+def test_registrar_survives_garbage(make_lab: Callable[..., TestLab]) -> None:
     lab = make_lab()
     peer = lab.status()["peers"][0]
     host = peer["address"]
-    seq = lab.next_seq()
+    seq = lab.seq()
     prefix = host.rsplit(".", 1)[0]
     local = f"{prefix}.200"
     with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as udp:
@@ -55,7 +55,7 @@ def test_registrar_survives_garbage(make_lab: Callable[..., RunningLab]) -> None
         reply = parse_message(udp.recv(65535))
     assert isinstance(reply, Response)
     assert reply.status == 200
-    bad = lab.wait_for(
+    bad = lab.until(
         lambda e: e["component"] == peer["name"] and e["kind"] == "sip.bad_message",
         since=seq,
         what="sip.bad_message",

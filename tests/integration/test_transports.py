@@ -6,7 +6,7 @@ from collections.abc import Callable
 
 import pytest
 
-from emulator.lab.testing import RunningLab
+from emulator.lab.testing import TestLab
 
 pytestmark = pytest.mark.integration
 
@@ -23,7 +23,7 @@ def endpoint(prefix: str, transport: str) -> list[dict[str, object]]:
 
 
 def test_tls_endpoint_registers_through_sips_srv_on_5061(
-    make_lab: Callable[..., RunningLab],
+    make_lab: Callable[..., TestLab],
 ) -> None:
     lab = make_lab(endpoints=lambda prefix: endpoint(prefix, "tls"))
     status = lab.endpoint()
@@ -35,7 +35,7 @@ def test_tls_endpoint_registers_through_sips_srv_on_5061(
     assert located[0]["label"] == "tls"
 
 
-def test_udp_endpoint_registers_through_sip_udp_srv(make_lab: Callable[..., RunningLab]) -> None:
+def test_udp_endpoint_registers_through_sip_udp_srv(make_lab: Callable[..., TestLab]) -> None:
     def records(prefix: str) -> dict[str, object]:
         return {
             "address": f"{prefix}.10",
@@ -53,10 +53,10 @@ def test_udp_endpoint_registers_through_sip_udp_srv(make_lab: Callable[..., Runn
     status = lab.endpoint()
     assert status["state"] == "Registered"
     assert status["transport"] == "UDP"
-    peer = lab.peer_at(status["registrar"])
-    seq = lab.next_seq()
+    peer = lab.peer_at(lab.status(), status["registrar"])
+    seq = lab.seq()
     assert lab.siplab("maintenance", peer, "on").returncode == 0
-    lab.wait_for(
+    lab.until(
         lambda e: (
             e["kind"] == "registration.state"
             and e["state"] == "Registered"
@@ -68,7 +68,7 @@ def test_udp_endpoint_registers_through_sip_udp_srv(make_lab: Callable[..., Runn
     )
 
 
-def test_tcp_endpoint_without_tcp_srv_reports_why(make_lab: Callable[..., RunningLab]) -> None:
+def test_tcp_endpoint_without_tcp_srv_reports_why(make_lab: Callable[..., TestLab]) -> None:
     def tls_only(prefix: str) -> dict[str, object]:
         return {
             "address": f"{prefix}.10",

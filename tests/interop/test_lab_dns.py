@@ -11,7 +11,7 @@ import dns.message
 import dns.query
 import pytest
 
-from emulator.lab.testing import RunningLab
+from emulator.lab.testing import TestLab
 
 pytestmark = [pytest.mark.interop, pytest.mark.integration]
 
@@ -28,15 +28,15 @@ def nsupdate(script: str, key: str | None = None) -> subprocess.CompletedProcess
 
 
 def test_nsupdate_with_the_lab_key_changes_what_the_endpoint_resolves(
-    make_lab: Callable[..., RunningLab],
+    make_lab: Callable[..., TestLab],
 ) -> None:
     def dns_with_key(prefix: str) -> dict[str, object]:
         return {"address": f"{prefix}.10", "port": 1053, "ttl": 5, "tsig": KEY}
 
     lab = make_lab(dns=dns_with_key)
     host, port = lab.status()["dns"]["address"].rsplit(":", 1)
-    first = lab.peer_at(lab.endpoint()["registrar"])
-    seq = lab.next_seq()
+    first = lab.peer_at(lab.status(), lab.endpoint()["registrar"])
+    seq = lab.seq()
 
     # Take the registered peer out of the SRV set with a signed UPDATE, as an operator would.
     script = (
@@ -48,18 +48,18 @@ def test_nsupdate_with_the_lab_key_changes_what_the_endpoint_resolves(
     assert "REFUSED" in unsigned.stdout + unsigned.stderr
     signed = nsupdate(script, key=f"{KEY['algorithm']}:{KEY['name']}:{KEY['secret']}")
     assert signed.returncode == 0, signed.stdout + signed.stderr
-    change = lab.wait_for(
+    change = lab.until(
         lambda e: e["kind"] == "dns.change" and e.get("op") == "update", since=seq, what="UPDATE"
     )
     assert any(first in record for record in change["removed"])
 
     # Kill that peer: the endpoint moves on, and its next lookup no longer lists it.
     assert lab.siplab("kill", first).returncode == 0
-    lab.wait_for(
+    lab.until(
         lambda e: (
             e["kind"] == "registration.state"
             and e["state"] == "Registered"
-            and lab.peer_at(e["registrar"]) != first
+            and lab.peer_at(lab.status(), e["registrar"]) != first
         ),
         since=seq,
         timeout=10,
@@ -72,7 +72,7 @@ def test_nsupdate_with_the_lab_key_changes_what_the_endpoint_resolves(
     assert targets == {f"{'exp2' if first == 'exp1' else 'exp1'}.uctest.local."}
 
 
-def test_dns_metrics_are_served_for_the_lab(make_lab: Callable[..., RunningLab]) -> None:
+def test_dns_metrics_are_served_for_the_lab(make_lab: Callable[..., TestLab]) -> None:
     lab = make_lab()
     url = lab.status()["dns"]["metrics"]
     assert url.endswith(":9153/metrics")

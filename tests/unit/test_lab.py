@@ -110,7 +110,7 @@ def test_zone_file_next_to_the_lab_file_and_extra_zones(tmp_path: Path) -> None:
         ),
         (
             "peers: [{name: a, address: 127.0.9.1}]\nregistrar: {min_expires: 90}\n",
-            "min_expires is above",
+            "min_expires (90) is above",
         ),
         (
             "peers: [{name: a, address: 127.0.9.1}]\nendpoints: [{uri: 1@d, proxy: 'bad proxy'}]\n",
@@ -163,3 +163,80 @@ def test_any_lab_text_loads_or_fails_with_one_line(tmp_path_factory: Any, text: 
     else:
         return
     assert "\n" not in message
+
+
+def test_default_zone_holds_every_srv_name_of_the_seed_guide() -> None:
+    authority = Authority(default_lab().dns_config().zones)
+    expected = {
+        "_sips._tcp": "5061",
+        "_sip._tcp": "5060",
+        "_sip._udp": "5060",
+        "_h323ls._udp": "1719",
+        "_h323cs._tcp": "1720",
+        "_h323rs._udp": "1719",
+    }
+    for name, port in expected.items():
+        answer, _ = ask(authority, f"{name}.uctest.local", "SRV")
+        targets = sorted(t.split()[-1] for t in texts(answer))
+        assert targets == ["exp1.uctest.local.", "exp2.uctest.local."], name
+        assert {t.split()[-2] for t in texts(answer)} == {port}, name
+
+
+def test_example_names_the_endpoint_proxy() -> None:
+    assert "proxy: uctest.local" in default_lab().to_yaml()
+
+
+PEERS = "peers: [{name: a, address: 127.0.9.1}]\n"
+
+
+@pytest.mark.parametrize(
+    ("content", "expected"),
+    [
+        (
+            PEERS + "registrar: {min_expires: 1, max_expires: 10, default_expires: 60}\n",
+            "default_expires (60) must lie between min_expires (1) and max_expires (10)",
+        ),
+        (
+            "peers: [{name: a, address: 127.0.9.1}]\ndns: {address: 127.0.9.1, port: 5060}\n",
+            "dns listens on 127.0.9.1 port 5060, which peers[0] (a) uses too",
+        ),
+        ("peers: [{name: a, address: 10.1.2.3}]\n", "peers[0].address: 10.1.2.3 is not a loopback"),
+        (PEERS + "dns: {address: 192.0.2.53}\n", "dns.address: 192.0.2.53 is not a loopback"),
+        (
+            PEERS + "endpoints: [{uri: 1@uctest.local, address: 192.0.2.9}]\n",
+            "endpoints[0].address: 192.0.2.9 is not a loopback",
+        ),
+        (
+            "peers: [{name: a, address: 127.0.9.1, external: true, attach: '127.0.9.1:7000'}]\n",
+            "either external",
+        ),
+        ("peers: [{name: a, address: 127.0.9.1, attach: 'nowhere'}]\n", "peers[0].attach"),
+    ],
+)
+def test_check_refuses_inconsistent_labs(tmp_path: Path, content: str, expected: str) -> None:
+    with pytest.raises(ConfigError) as failure:
+        load_lab(write(tmp_path, content))
+    assert expected in str(failure.value)
+    assert "\n" not in str(failure.value)
+
+
+def test_external_peers_may_live_anywhere_and_alone(tmp_path: Path) -> None:
+    lab = load_lab(
+        write(
+            tmp_path,
+            "peers: [{name: kam1, address: 192.0.2.1, external: true},"
+            " {name: kam2, address: 192.0.2.2, external: true}]\n",
+        )
+    )
+    assert lab.component_names() == ["dns", "kam1", "kam2"]
+    authority = Authority(lab.dns_config().zones)
+    answer, _ = ask(authority, "_sip._tcp.uctest.local", "SRV")
+    assert len(texts(answer)) == 2
+
+
+def test_container_labs_stay_inside_the_benchmarking_range(tmp_path: Path) -> None:
+    inside = "network: containers\ndns: {address: 198.18.0.10}\n"
+    lab = load_lab(write(tmp_path, inside + "peers: [{name: a, address: 198.18.0.11}]\n"))
+    assert lab.network == "containers"
+    with pytest.raises(ConfigError, match=r"outside 198\.18\.0\.0/15"):
+        load_lab(write(tmp_path, inside + "peers: [{name: a, address: 172.17.0.2}]\n"))

@@ -1,0 +1,164 @@
+"""How a component talks to its lab: one channel, events out and control requests in.
+
+Both forms carry the same newline-delimited JSON: the component writes events (a
+``control.reply`` event answers each request) and reads requests
+``{"id": 7, "op": "maintenance", "args": {"on": true}}``.
+
+* ``stdio`` — a child of the lab's supervisor: events on stdout, requests on stdin. End of
+  stdin means the supervisor is gone, so the component stops: no orphan outlives its lab.
+* ``listen:HOST:PORT`` — a component started by someone else (Docker, another host, a
+  terminal) serves its channel on a TCP address and the lab attaches to it. The lab's first
+  line is ``{"op": "hello", "args": {"token": ...}}``; with a token configured (required
+  beyond loopback) a wrong or missing token closes the connection. Events emitted while no
+  lab is attached are kept (bounded) and delivered when one attaches, so a lab that attaches
+  late still sees ``ready``. A newer attachment replaces an older one; losing the lab does not
+  stop the component.
+* ``none`` — standalone: events on stdout, stops on SIGINT/SIGTERM.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import hmac
+import json
+import os
+from collections import deque
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from ipaddress import ip_address
+from typing import Literal
+
+from emulator.events import Event
+from emulator.kinds import Kind
+
+TOKEN_ENV = "SIPLAB_CONTROL_TOKEN"
+# Events kept for a lab that has not attached yet; past it the oldest are dropped (counted).
+DETACHED_BACKLOG = 10_000
+MAX_REQUEST = 1 << 20
+MAX_ATTACHED_BACKLOG = 8 * 1024 * 1024
+
+
+class ChannelSpecError(ValueError):
+    """A --control value that names no channel; ``str()`` says what is accepted."""
+
+
+@dataclass(frozen=True, slots=True)
+class ChannelSpec:
+    mode: Literal["stdio", "listen", "none"]
+    host: str = ""
+    port: int = 0
+
+    @classmethod
+    def parse(cls, text: str) -> ChannelSpec:
+        if text in ("stdio", "none"):
+            return cls(text)  # type: ignore[arg-type]
+        mode, _, address = text.partition(":")
+        host, sep, port = address.rpartition(":")
+        if mode != "listen" or not sep or not port.isdigit() or not 0 < int(port) < 65536:
+            raise ChannelSpecError(
+                f"{text!r}: expected 'stdio', 'none' or 'listen:HOST:PORT' "
+                "(e.g. listen:127.0.0.11:7070)"
+            )
+        return cls("listen", host.strip("[]"), int(port))
+
+    def needs_token(self) -> bool:
+        try:
+            return not ip_address(self.host).is_loopback
+        except ValueError:
+            return True  # a name (0.0.0.0-like wildcard or a host name) may be reachable
+
+
+RequestHandler = Callable[[bytes], Awaitable[None]]
+
+
+class ListenChannel:
+    """The component side of ``listen:HOST:PORT``: a sink for events and a request server."""
+
+    def __init__(self, spec: ChannelSpec, token: str | None) -> None:
+        self._spec = spec
+        self._token = token
+        self._server: asyncio.Server | None = None
+        self._writer: asyncio.StreamWriter | None = None
+        self._pending: deque[bytes] = deque(maxlen=DETACHED_BACKLOG)
+        self._ready: bytes | None = None
+        self._handler: RequestHandler | None = None
+        self.dropped = 0
+
+    async def start(self, handler: RequestHandler) -> None:
+        self._handler = handler
+        self._server = await asyncio.start_server(
+            self._serve, self._spec.host, self._spec.port, limit=MAX_REQUEST
+        )
+
+    def write(self, event: Event) -> None:
+        line = (event.to_json() + "\n").encode()
+        if event.kind == Kind.READY:
+            self._ready = line
+        writer = self._writer
+        if writer is not None and not writer.is_closing():
+            if writer.transport.get_write_buffer_size() > MAX_ATTACHED_BACKLOG:
+                self.dropped += 1  # the lab is not keeping up; never stall the component
+            else:
+                writer.write(line)
+            return
+        if len(self._pending) == self._pending.maxlen:
+            self.dropped += 1
+        self._pending.append(line)
+
+    async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        try:
+            if not await self._greet(reader, writer):
+                return
+            if self._writer is not None:
+                self._writer.close()  # a newer lab attachment replaces the older one
+            self._attach(writer)
+            assert self._handler is not None
+            while line := await reader.readline():
+                if line.strip():
+                    await self._handler(line)
+        except (ConnectionError, ValueError):
+            pass  # a lab that went away or sent an over-long line: wait for the next one
+        finally:
+            if self._writer is writer:
+                self._writer = None
+            writer.close()
+
+    async def _greet(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> bool:
+        try:
+            async with asyncio.timeout(5):
+                hello = json.loads(await reader.readline())
+            token = hello["args"].get("token") if hello.get("op") == "hello" else None
+        except (TimeoutError, ValueError, TypeError, KeyError, AttributeError):
+            token, hello = None, None
+        if hello is None or (self._token and not hmac.compare_digest(str(token), self._token)):
+            reason = "bad hello" if hello is None else "wrong or missing token"
+            writer.write(json.dumps({"error": reason}).encode() + b"\n")
+            with contextlib.suppress(ConnectionError):
+                await writer.drain()
+            writer.close()
+            return False
+        return True
+
+    def _attach(self, writer: asyncio.StreamWriter) -> None:
+        backlog = list(self._pending)
+        self._pending.clear()
+        if self._ready is not None and self._ready not in backlog:
+            backlog.insert(0, self._ready)
+        writer.writelines(backlog)
+        self._writer = writer
+
+    async def close(self) -> None:
+        if self._writer is not None:
+            with contextlib.suppress(ConnectionError):
+                await self._writer.drain()
+            self._writer.close()
+        if self._server is not None:
+            self._server.close()
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(2):
+                    await self._server.wait_closed()
+
+
+def channel_token(explicit: str | None = None) -> str | None:
+    return explicit or os.environ.get(TOKEN_ENV) or None
