@@ -48,6 +48,7 @@ class Kind(StrEnum):
     COMPONENT_JOINED = "component.joined"
     COMPONENT_LEFT = "component.left"
     COMPONENT_UNRESPONSIVE = "component.unresponsive"
+    SCENARIO_RUN = "scenario.run"  # a scripted experiment's run starts or ends
     # -- transports (registrar, endpoint) ----------------------------------------------
     SIP_BAD_MESSAGE = "sip.bad_message"
     TRANSPORT_CLOSED = "transport.closed"
@@ -106,6 +107,9 @@ CATALOGUE: dict[Kind, KindSpec] = {
     Kind.COMPONENT_JOINED: KindSpec(_S, ("peer",), "a component joined over the socket channel"),
     Kind.COMPONENT_LEFT: KindSpec(_S, ("reason",), "a socket-channel component went away"),
     Kind.COMPONENT_UNRESPONSIVE: KindSpec(_S, ("op",), "it did not answer its control channel"),
+    Kind.SCENARIO_RUN: KindSpec(
+        _S, ("scenario", "run", "phase", "fault", "target", "option"), "a scenario run's bounds"
+    ),
     Kind.SIP_BAD_MESSAGE: KindSpec(_S, ("flow", "error"), "unparseable SIP arrived"),
     Kind.TRANSPORT_CLOSED: KindSpec(_H, ("flow", "reason"), "a connection closed"),
     Kind.LINK_CHANGED: KindSpec(_S, ("partition", "impair"), "in-process link fault state"),
