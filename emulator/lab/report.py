@@ -275,12 +275,13 @@ def _table(rows: list[list[str]]) -> list[str]:
 # -- computing it -----------------------------------------------------------------------
 
 
-def build_report(events: Sequence[Mapping[str, Any]]) -> Report:
+def build_report(events: Sequence[Mapping[str, Any]], *, scenario: str | None = None) -> Report:
+    """The report of every run in ``events``; of one scenario's runs if ``scenario`` is given."""
     ordered = sorted(events, key=lambda e: float(e["t"]))  # stable: equal times keep log order
     peers = peer_addresses(ordered)
     states = _registration_history(ordered)
     runs: list[Run] = []
-    for index, window in enumerate(_windows(ordered), 1):
+    for index, window in enumerate(_windows(ordered, scenario), 1):
         target_host = peers.get(window.target)
         records = tuple(
             _record(index, aor, endpoint, window, target_host, peers)
@@ -438,9 +439,11 @@ def _restored_at(
     return None
 
 
-def _windows(events: Sequence[Mapping[str, Any]]) -> list[_Window]:
+def _windows(events: Sequence[Mapping[str, Any]], scenario: str | None) -> list[_Window]:
     markers = [e for e in events if e.get("kind") == Kind.SCENARIO_RUN]
-    if markers:
+    if scenario is not None:
+        markers = [m for m in markers if m.get("scenario") == scenario]
+    if markers or scenario is not None:
         return _marked_windows(events, markers)
     faults = _faults(events)
     windows = []
