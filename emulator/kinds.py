@@ -48,6 +48,7 @@ class Kind(StrEnum):
     COMPONENT_JOINED = "component.joined"
     COMPONENT_LEFT = "component.left"
     COMPONENT_UNRESPONSIVE = "component.unresponsive"
+    SCENARIO_RUN = "scenario.run"  # a scripted experiment's run starts or ends
     # -- transports (registrar, endpoint) ----------------------------------------------
     SIP_BAD_MESSAGE = "sip.bad_message"
     TRANSPORT_CLOSED = "transport.closed"
@@ -128,7 +129,9 @@ CATALOGUE: dict[Kind, KindSpec] = {
     Kind.DNS_LOCATED: KindSpec(_S, ("aor", "uri", "strategy", "target"), "a target found"),
     Kind.STACK_CONFIGURED: KindSpec(_S, ("aor", "target", "transport"), "new default proxy"),
     Kind.SIP_WARNING: KindSpec(_S, ("aor", "header"), "a Warning header was received"),
-    Kind.SCENARIO_RUN: KindSpec(_S, ("run", "phase"), "a scripted experiment's run starts/ends"),
+    Kind.SCENARIO_RUN: KindSpec(
+        _S, ("scenario", "run", "phase", "fault", "target", "option"), "a scenario run's bounds"
+    ),
 }
 
 HIGH_RATE: frozenset[Kind] = frozenset(k for k, spec in CATALOGUE.items() if spec.rate is _H)
