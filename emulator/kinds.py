@@ -73,8 +73,6 @@ class Kind(StrEnum):
     DNS_LOCATED = "dns.located"
     STACK_CONFIGURED = "stack.configured"
     SIP_WARNING = "sip.warning"
-    # -- experiments ------------------------------------------------------------------
-    SCENARIO_RUN = "scenario.run"
 
 
 @dataclass(frozen=True, slots=True)
