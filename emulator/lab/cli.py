@@ -475,6 +475,137 @@ def impair(
     click.echo(_done(result))
 
 
+# -- experiments ----------------------------------------------------------------------
+
+
+@cli.group()
+def scenario() -> None:
+    """Scripted experiments that measure failovers, run after run."""
+
+
+@scenario.command("failover")
+@click.option(
+    "--option",
+    type=click.Choice(["srv", "rr", "static", "outbound"]),
+    default="srv",
+    show_default=True,
+    help="How endpoints find peers: srv (RFC 3263 SRV), rr (round-robin A), static, outbound.",
+)
+@click.option(
+    "--fault",
+    type=click.Choice(["kill", "stop", "pause", "partition", "impair", "maintenance"]),
+    default="kill",
+    show_default=True,
+    help="What happens to the peer the most endpoints use (or --target).",
+)
+@click.option("--runs", type=click.IntRange(1, 1000), default=3, show_default=True)
+@click.option(
+    "--endpoints", type=click.IntRange(1, 5000), help="How many endpoints (default: the lab's)."
+)
+@click.option(
+    "--lab",
+    "lab_file",
+    type=click.Path(path_type=Path, dir_okay=False),
+    help="Lab file to run the experiment on (default: the seed's lab).",
+)
+@click.option("--target", metavar="PEER", help="Fault this peer every run.")
+@click.option(
+    "--out",
+    type=click.Path(path_type=Path, file_okay=False),
+    help="Where report.json and timeline.png go (default: ./siplab-failover-<time>).",
+)
+@click.option(
+    "--timeout",
+    default=90.0,
+    show_default=True,
+    help="Seconds a run may take to fail over (maintenance needs one registration interval).",
+)
+@click.option("--delay", type=float, default=0.5, show_default=True, help="impair: seconds.")
+@click.option("--loss", type=float, default=0.0, show_default=True, help="impair: share lost.")
+def scenario_failover(
+    option: str,
+    fault: str,
+    runs: int,
+    endpoints: int | None,
+    lab_file: Path | None,
+    target: str | None,
+    out: Path | None,
+    timeout: float,
+    delay: float,
+    loss: float,
+) -> None:
+    """Fault a peer RUNS times, restoring the lab between runs, and report for every endpoint
+    the detection time (fault -> Failed), the recovery time (fault -> Registered elsewhere) and
+    the gap with no live registration: per run and as median, p90, p99 and max.
+
+    It starts its own lab (the seed's, or --lab FILE) and stops it afterwards; the record of the
+    run is kept in the lab's state directory, so 'siplab report' can redo the summary later.
+    """
+    from emulator.lab.scenario import (
+        ScenarioError,
+        ScenarioUnavailable,
+        experiment_lab,
+        run_experiment,
+    )
+    from emulator.runtime import run_loop
+
+    base = _load(lab_file)
+    try:
+        lab = experiment_lab(base, option, endpoints)
+    except ScenarioUnavailable as exc:
+        _fail(str(exc))
+    out = out or Path(f"siplab-failover-{time.strftime('%Y%m%d-%H%M%S')}")
+    fault_args = {"delay": delay, "loss": loss} if fault == "impair" else {}
+    click.echo(f"{fault} x{runs} on lab {lab.name!r} ({len(lab.endpoints)} endpoint(s))", err=True)
+    with click.progressbar(length=runs, label="runs", file=sys.stderr) as bar:
+        done = [0]
+
+        def progress(finished: int, total: int) -> None:
+            bar.update(finished - done[0])
+            done[0] = finished
+
+        try:
+            report, paths = run_loop(
+                run_experiment(
+                    lab,
+                    option=option,
+                    fault=fault,
+                    runs=runs,
+                    out=out,
+                    target=target,
+                    settle_timeout=timeout,
+                    fault_args=fault_args,
+                    progress=progress,
+                )
+            )
+        except (ScenarioError, ControlError, ValueError) as exc:
+            _fail(str(exc))
+    click.echo(report.render_text())
+    click.echo(f"wrote {paths['report']} and {paths['timeline']}")
+
+
+@cli.command()
+@click.argument("events_file", type=click.Path(path_type=Path, dir_okay=False))
+@click.option(
+    "--out",
+    type=click.Path(path_type=Path, file_okay=False),
+    help="Also write report.json and timeline.png here.",
+)
+def report(events_file: Path, out: Path | None) -> None:
+    """Summarise the failovers recorded in EVENTS_FILE (a lab's events.jsonl)."""
+    from emulator.lab.report import EventFileError, build_report, load_events, write_outputs
+
+    try:
+        events = load_events(events_file)
+    except EventFileError as exc:
+        _fail(str(exc))
+    summary = build_report(events)
+    click.echo(summary.render_text())
+    if out is not None:
+        paths = write_outputs(summary, events, out)
+        click.echo(f"wrote {paths['report']} and {paths['timeline']}")
+
+
 # -- DNS at run time -----------------------------------------------------------------
 
 

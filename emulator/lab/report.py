@@ -47,16 +47,10 @@ from typing import Any
 
 from emulator.events import Event
 from emulator.kinds import Kind
+from emulator.lab.ops import RESTORE
 
 # The restoration that undoes each fault (``Lab.restore`` and the scenario runner use it too).
-RESTORE_OF: dict[str, str] = {
-    "kill": "start",
-    "stop": "start",
-    "pause": "resume",
-    "partition": "heal",
-    "impair": "heal",
-    "maintenance": "maintenance",
-}
+RESTORE_OF = RESTORE  # what undoes each fault: one table, shared with the Lab API
 RESTORATIONS = frozenset({"start", "resume", "heal"})
 # Faults after which the old binding can no longer be reached; for the rest it lives until expiry.
 BINDING_LOST = frozenset({"kill", "stop", "pause", "partition"})

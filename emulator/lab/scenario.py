@@ -17,9 +17,11 @@ import contextlib
 import functools
 import uuid
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any, Protocol
 
 from emulator.kinds import Kind
+from emulator.lab.model import EndpointSpec, LabConfig
 from emulator.lab.report import RESTORE_OF, Report, build_report, registrar_host
 
 OPTIONS = ("srv", "rr", "static", "outbound")
@@ -213,3 +215,64 @@ def _peer_address(status: dict[str, Any], peer: str) -> str:
 
 def _peer_state(status: dict[str, Any], peer: str) -> str | None:
     return next((p.get("state") for p in status["peers"] if p["name"] == peer), None)
+
+
+def experiment_lab(base: LabConfig, option: str, endpoints: int | None) -> LabConfig:
+    """The lab an experiment runs on: ``base`` with its endpoints pointed the option's way
+    (srv: the domain, so RFC 3263 SRV; rr: the round-robin cluster name), ``endpoints`` of them
+    when given (URIs 1001@domain and up)."""
+    if option in _NOT_YET:
+        raise ScenarioUnavailable(f"option {option!r} is not available yet: {_NOT_YET[option]}")
+    proxy = base.domain if option == "srv" else f"{base.dns.cluster_name}.{base.domain}"
+    template = base.endpoints[0] if base.endpoints else EndpointSpec(uri=f"1001@{base.domain}")
+    count = endpoints if endpoints is not None else max(1, len(base.endpoints))
+    specs = [
+        template.model_copy(
+            update={
+                "uri": f"{1001 + n}@{base.domain}",
+                "name": None,
+                "address": None,
+                "proxy": proxy,
+            }
+        )
+        for n in range(count)
+    ]
+    data = base.model_dump(mode="json")
+    data["endpoints"] = [spec.model_dump(mode="json", exclude_none=True) for spec in specs]
+    return LabConfig.model_validate(data)
+
+
+async def run_experiment(
+    lab_config: LabConfig,
+    *,
+    option: str,
+    fault: str,
+    runs: int,
+    out: Path,
+    target: str | None = None,
+    settle_timeout: float = 60.0,
+    fault_args: dict[str, Any] | None = None,
+    progress: Callable[[int, int], None] | None = None,
+) -> tuple[Report, dict[str, Path]]:
+    """Start ``lab_config``, run the experiment, write report.json and timeline.png to ``out``,
+    and stop the lab whatever happens."""
+    from emulator.lab.api import Lab
+    from emulator.lab.report import load_events, write_outputs
+
+    args = dict(fault_args or {})
+    if fault == "maintenance":
+        args.setdefault("on", True)
+    async with await Lab.up(lab_config, timeout=settle_timeout) as lab:
+        report = await run_failover(
+            lab,
+            option=option,
+            fault=fault,
+            runs=runs,
+            target=target,
+            settle_timeout=settle_timeout,
+            fault_args=args,
+            progress=progress,
+        )
+        events_path = lab.run_dir / "events.jsonl"
+    events = load_events(events_path)  # the whole record, flushed now that the lab stopped
+    return report, write_outputs(report, events, out)

@@ -1,0 +1,86 @@
+"""``siplab scenario failover`` and ``siplab report``, end to end on a real lab."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+from PIL import Image
+
+from tests.labs import fresh_lab_dict
+
+pytestmark = pytest.mark.integration
+
+
+def siplab(state: Path, *args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "emulator.lab.cli", *args],
+        env={**os.environ, "SIPLAB_STATE_DIR": str(state)},
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
+    )
+
+
+def test_failover_scenario_writes_a_report_and_a_timeline(tmp_path: Path) -> None:
+    lab = fresh_lab_dict()
+    prefix = lab["dns"]["address"].rsplit(".", 1)[0]
+    lab["endpoint_base_address"] = f"{prefix}.101"
+    lab["endpoints"] = [{"uri": "1001@uctest.local", "retry_base": 1, "retry_max": 4}]
+    lab_file = tmp_path / "lab.yaml"
+    lab_file.write_text(yaml.safe_dump(lab))
+    out = tmp_path / "out"
+    state = tmp_path / "state"
+    result = siplab(
+        state, "scenario", "failover", "--lab", str(lab_file), "--runs", "3",
+        "--endpoints", "2", "--fault", "kill", "--out", str(out),
+    )  # fmt: skip
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "median" in result.stdout.lower()
+
+    report = json.loads((out / "report.json").read_text())
+    assert [run["index"] for run in report["runs"]] == [1, 2, 3]
+    records = report["records"]
+    assert len(records) == 3 * 2  # one per run and endpoint
+    assert {r["aor"] for r in records} == {"1001@uctest.local", "1002@uctest.local"}
+    for record in records:
+        assert record["affected"] is True
+        assert 0 <= record["detection"] <= record["recovery"]
+        assert record["gap"] == pytest.approx(record["recovery"])  # kill: lost at the fault
+        assert record["recovered_to"] != record["peer"]
+    for metric in ("detection", "recovery", "gap"):
+        summary = report["summary"][metric]
+        assert summary["count"] == 6
+        assert summary["median"] <= summary["p90"] <= summary["p99"] <= summary["max"]
+    with Image.open(out / "timeline.png") as picture:
+        picture.verify()
+        assert picture.format == "PNG"
+        assert picture.size[0] > 600
+
+    # The same summary from the recorded events, as a user would redo it later.
+    (events,) = state.glob("*/events.jsonl")
+    again = siplab(state, "report", str(events), "--out", str(tmp_path / "again"))
+    assert again.returncode == 0, again.stderr
+    redone = json.loads((tmp_path / "again" / "report.json").read_text())
+    assert redone["summary"]["recovery"] == report["summary"]["recovery"]
+    assert not list(state.glob("*/lab.json"))  # the experiment's lab was stopped
+
+
+def test_scenario_options_not_built_yet_say_so(tmp_path: Path) -> None:
+    result = siplab(tmp_path, "scenario", "failover", "--option", "outbound")
+    assert result.returncode != 0
+    assert "not available yet" in result.stderr
+    assert "Traceback" not in result.stderr
+
+
+def test_report_of_a_missing_file_is_one_line(tmp_path: Path) -> None:
+    result = siplab(tmp_path, "report", str(tmp_path / "nope.jsonl"))
+    assert result.returncode != 0
+    assert "nope.jsonl" in result.stderr
+    assert len(result.stderr.strip().splitlines()) == 1
