@@ -77,15 +77,18 @@ class ControlPlane:
         response = web.StreamResponse(headers={"Content-Type": "application/x-ndjson"})
         await response.prepare(request)
         log = self.supervisor.log
-        if follow:
-            async for seq, event in log.follow(since):
-                await response.write(_line(seq, event.to_dict()))
-        else:
-            events, next_seq = log.since(since)
-            first = next_seq - len(events)
-            for offset, event in enumerate(events):
-                await response.write(_line(first + offset, event.to_dict()))
-        await response.write_eof()
+        try:
+            if follow:
+                async for seq, event in log.follow(since):
+                    await response.write(_line(seq, event.to_dict()))
+            else:
+                events, next_seq = log.since(since)
+                first = next_seq - len(events)
+                for offset, event in enumerate(events):
+                    await response.write(_line(first + offset, event.to_dict()))
+            await response.write_eof()
+        except ConnectionResetError:
+            pass  # the reader went away (a wait that got its event, a Ctrl-C): nothing to do
         return response
 
     async def wait(self, request: web.Request) -> web.Response:
