@@ -140,6 +140,10 @@ class ComponentProcess(ComponentLink):
         elif sig in (signal.SIGCONT, signal.SIGKILL):
             self.paused = False
 
+    def dying(self) -> bool:
+        """SIGKILLed by the lab, its exit not yet seen."""
+        return self.running and self._signalled == signal.SIGKILL.name
+
     def frozen(self) -> bool:
         """Stopped by SIGSTOP, whoever sent it (the lab, or a user's own ``kill -STOP``)."""
         if self.proc is None or not self.running:

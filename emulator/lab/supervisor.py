@@ -246,10 +246,10 @@ class Supervisor:
 
     async def _start(self, name: str, _: dict[str, Any]) -> dict[str, Any]:
         link = self.component(name)
+        if isinstance(link, ComponentProcess) and link.dying():
+            await link.wait_exited(5.0)  # a kill just sent: let its exit be recorded first
         if link.running:
             raise ControlFailure(f"{name} is already running")
-        if isinstance(link, ComponentProcess):
-            await link.wait_exited(5.0)  # a kill just sent: let its exit be recorded first
         await self.start_components([name])
         return {"pid": link.pid}
 

@@ -202,3 +202,31 @@ def _endpoint(prefix: str, **extra: Any) -> dict[str, Any]:
         "retry_max": 4,
         **extra,
     }
+
+
+async def test_the_async_lab_api_applies_faults_and_awaits_events(tmp_path: Any) -> None:
+    from emulator import Lab
+    from emulator.lab.testing import leftovers
+    from tests.labs import fresh_lab_dict
+
+    config = fresh_lab_dict()
+    async with await Lab.up(config, root=tmp_path) as lab:
+        status = await lab.status()
+        first = lab.peer_at(status, status["endpoints"][0]["registrar"])
+        assert first is not None
+        await lab.pause(first)
+        assert {p["name"]: p["state"] for p in (await lab.status())["peers"]}[first] == "paused"
+        await lab.resume(first)
+        await lab.kill(first)  # what until() reads next starts at this fault
+        registered = await lab.until(
+            lambda e: e["kind"] == "registration.state" and e["state"] == "Registered",
+            timeout=10,
+        )
+        assert lab.peer_at(await lab.status(), registered["registrar"]) != first
+        await lab.start(first)
+        faults = [e["fault"] for e in await lab.events(0) if e["kind"] == "fault.applied"]
+        assert faults == ["pause", "resume", "kill", "start"]
+        pids = {e["pid"] for e in await lab.events(0) if e["kind"] == "process.started"}
+        supervisor = lab.handle.pid
+    addresses = {config["dns"]["address"], *(p["address"] for p in config["peers"])}
+    assert leftovers(pids | {supervisor}, addresses) == []
