@@ -43,7 +43,7 @@ DEFAULT_LOCK_DIR = Path("/tmp/siplab-loopback")
 DEFAULT_SECONDS = range(100, 200)
 LOCK_DIR_ENV = "SIPLAB_LOCK_DIR"
 RANGE_ENV = "SIPLAB_LOOPBACK_RANGE"
-# 127.X.0.0/24 is left out: hand-written labs like to start there.
+# 0 and 255 are skipped, so that no block holds the /16's own network or broadcast address.
 _THIRDS = range(1, 255)
 
 
