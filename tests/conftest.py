@@ -1,4 +1,4 @@
-"""Shared fixtures.
+"""Shared fixtures, and a temporary directory of the session's own.
 
 ``make_lab`` builds on the ``siplab_lab`` fixture that siplab offers its users: the lab is
 stopped with ``siplab down`` after the test, and the test errors if any process it started is
@@ -7,7 +7,10 @@ still alive or anything still listens on its addresses.
 
 from __future__ import annotations
 
+import shutil
+import tempfile
 from collections.abc import AsyncIterator, Awaitable, Callable
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -17,6 +20,34 @@ from emulator.lab.pytest_plugin import LabFactory
 from emulator.lab.testing import TestLab
 from tests.dnshelpers import DnsProcess
 from tests.labs import fresh_lab_dict
+
+_SESSION_TEMP = pytest.StashKey[Path]()
+
+
+@pytest.hookimpl(tryfirst=True)  # before pytest's tmpdir plugin reads --basetemp
+def pytest_configure(config: pytest.Config) -> None:
+    """Unless ``--basetemp`` is given, the session's temporary files go under a fresh directory
+    of its own, removed when the session ends.
+
+    pytest's default (numbered ``/tmp/pytest-of-USER/pytest-N``, shared by every session of the
+    user) lets a session that ends remove the directories of another that is still running
+    whenever they are not locked, which is the case with ``tmp_path_retention_policy = "none"``.
+    xdist workers are handed ``--basetemp`` by the controller (``<basetemp>/popen-gwN``), so
+    only the controller, or a session without xdist, gets here with it unset.
+    """
+    if config.option.basetemp is not None or hasattr(config, "workerinput"):
+        return
+    root = Path(tempfile.mkdtemp(prefix="siplab-pytest-"))
+    config.stash[_SESSION_TEMP] = root
+    # A subdirectory: pytest empties and recreates a given basetemp, and the root stays ours
+    # (mode 0700) all the while.
+    config.option.basetemp = str(root / "tmp")
+
+
+def pytest_unconfigure(config: pytest.Config) -> None:
+    root = config.stash.get(_SESSION_TEMP, None)
+    if root is not None:
+        shutil.rmtree(root, ignore_errors=True)
 
 
 @pytest.fixture

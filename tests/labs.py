@@ -1,21 +1,20 @@
-"""Lab files for tests: each lab gets its own loopback /24, so labs run side by side."""
+"""Lab files for tests: each lab gets its own loopback /24, so labs run side by side.
+
+The /24s come from a loopback /16 that this process (the session, or one xdist worker) claims
+for itself (``emulator.lab.addresses``), so two test sessions on one machine never share an
+address or a lab name.
+"""
 
 from __future__ import annotations
 
-import itertools
-import os
 from typing import Any
 
-_blocks = itertools.count(1)
+from emulator.lab.addresses import next_block
 
 
 def allocate_prefix() -> str:
-    """127.<100+worker>.<n>: unique per test and per xdist worker."""
-    worker = int(os.environ.get("PYTEST_XDIST_WORKER", "gw0").removeprefix("gw") or 0)
-    block = next(_blocks)
-    if block > 250:
-        raise RuntimeError("out of loopback blocks for this worker")
-    return f"127.{100 + worker}.{block}"
+    """``127.X.N``: a /24 no other test, worker or session on this machine is using."""
+    return next_block().prefix
 
 
 def lab_dict(prefix: str, name: str, **overrides: Any) -> dict[str, Any]:
@@ -46,8 +45,9 @@ def lab_dict(prefix: str, name: str, **overrides: Any) -> dict[str, Any]:
 
 def fresh_lab_dict(**overrides: Any) -> dict[str, Any]:
     """A seed-layout lab on a fresh /24; a callable override gets the prefix first."""
-    prefix = allocate_prefix()
-    lab = lab_dict(prefix, f"t{prefix.replace('.', '-')}")
+    block = next_block()
+    prefix = block.prefix
+    lab = lab_dict(prefix, f"t{block.name}")
     for key, value in overrides.items():
         lab[key] = value(prefix) if callable(value) else value
     return lab

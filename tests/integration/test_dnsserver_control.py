@@ -15,9 +15,11 @@ import pytest
 
 from dnsserver.config import DnsServerConfig
 from tests.dnshelpers import DnsProcess, seed_zone
+from tests.labs import allocate_prefix
 
 pytestmark = pytest.mark.integration
 
+NET = allocate_prefix()
 PORT = 1053
 CLUSTER = "habibexpc-cluster.uctest.local"
 
@@ -27,11 +29,12 @@ async def udp(address: str, name: str, timeout: float = 3) -> dns.message.Messag
     return await dns.asyncquery.udp(query, address, port=PORT, timeout=timeout)
 
 
-# One address per test, so that tests can run in parallel (pytest -n).
+# One address per test in a /24 of the process's own /16 (tests/labs.py), so that tests and
+# test sessions can run in parallel.
 ADDRESSES = {
-    "test_replace_changes_the_answer_and_is_reported": "127.0.53.30",
-    "test_fault_down_silences_and_none_restores": "127.0.53.32",
-    "test_fault_delay_holds_the_answer": "127.0.53.33",
+    "test_replace_changes_the_answer_and_is_reported": f"{NET}.30",
+    "test_fault_down_silences_and_none_restores": f"{NET}.32",
+    "test_fault_delay_holds_the_answer": f"{NET}.33",
 }
 
 
@@ -102,7 +105,7 @@ async def test_standalone_flags_with_a_zone_file(tmp_path: Path) -> None:
         "--record",
         "www 20 A 127.0.0.99",
         "--listen",
-        f"127.0.53.31:{PORT}",
+        f"{NET}.31:{PORT}",
         "--control",
         "stdio",
     )
@@ -110,9 +113,9 @@ async def test_standalone_flags_with_a_zone_file(tmp_path: Path) -> None:
         ready = await process.wait_for("ready")
         assert ready["component"] == "dns-file"
         assert sorted(ready["zones"]) == ["other.test", "uctest.local"]
-        response = await udp("127.0.53.31", "exp1.uctest.local")
+        response = await udp(f"{NET}.31", "exp1.uctest.local")
         assert [rdata.address for rdata in response.answer[0]] == ["127.0.0.11"]
-        other = await udp("127.0.53.31", "www.other.test")
+        other = await udp(f"{NET}.31", "www.other.test")
         assert other.answer[0].ttl == 20
     finally:
         await process.stop()

@@ -1,7 +1,8 @@
 """The DNS server as a real process, driven by DNS tools nobody here wrote: kdig (Knot),
 dig and nsupdate (BIND).
 
-Addresses: 127.0.55.0/24 only, one per test so tests can run in parallel; port 1053.
+Addresses: one /24 of the process's own loopback /16 (tests/labs.py), one address per test, so
+tests and test sessions can run in parallel; port 1053.
 Every tool run is bounded in time, and every server process is killed by PID in teardown.
 """
 
@@ -20,9 +21,11 @@ import pytest
 from dnsserver.config import DnsServerConfig, RecordConfig, TsigKeyConfig, ZoneConfig
 from tests.conftest import StartDns
 from tests.dnshelpers import DnsProcess, seed_zone
+from tests.labs import allocate_prefix
 
 pytestmark = pytest.mark.interop
 
+NET = allocate_prefix()
 PORT = 1053
 PEERS = ("127.0.55.11", "127.0.55.12")
 CLUSTER = "habibexpc-cluster.uctest.local"
@@ -141,8 +144,8 @@ async def nsupdate(script: list[str], *args: str) -> ToolRun:
 
 
 async def test_kdig_srv_lists_both_peers_with_their_addresses(start_dns: StartDns) -> None:
-    await start_dns(lab_config("127.0.55.20"))
-    answer = await kdig("127.0.55.20", "_sip._tcp.uctest.local", "SRV")
+    await start_dns(lab_config(f"{NET}.20"))
+    answer = await kdig(f"{NET}.20", "_sip._tcp.uctest.local", "SRV")
     assert answer.status == "NOERROR"
     assert "aa" in answer.flags
     assert sorted(answer.rdata("ANSWER", "SRV")) == [
@@ -156,10 +159,10 @@ async def test_kdig_srv_lists_both_peers_with_their_addresses(start_dns: StartDn
 
 
 async def test_dig_srv(start_dns: StartDns) -> None:
-    await start_dns(lab_config("127.0.55.21"))
+    await start_dns(lab_config(f"{NET}.21"))
     result = await run(
         tool("dig"),
-        "@127.0.55.21",
+        f"@{NET}.21",
         "-p",
         str(PORT),
         "+time=3",
@@ -179,16 +182,16 @@ async def test_dig_srv(start_dns: StartDns) -> None:
 
 
 async def test_kdig_sees_the_cluster_name_rotate(start_dns: StartDns) -> None:
-    await start_dns(lab_config("127.0.55.22"))
-    first = (await kdig("127.0.55.22", CLUSTER, "A")).rdata("ANSWER", "A")
-    second = (await kdig("127.0.55.22", CLUSTER, "A")).rdata("ANSWER", "A")
+    await start_dns(lab_config(f"{NET}.22"))
+    first = (await kdig(f"{NET}.22", CLUSTER, "A")).rdata("ANSWER", "A")
+    second = (await kdig(f"{NET}.22", CLUSTER, "A")).rdata("ANSWER", "A")
     assert sorted(first) == sorted(second) == list(PEERS)
     assert second == [first[1], first[0]]
 
 
 async def test_kdig_nxdomain_carries_the_soa(start_dns: StartDns) -> None:
-    await start_dns(lab_config("127.0.55.23"))
-    answer = await kdig("127.0.55.23", "missing.uctest.local", "A")
+    await start_dns(lab_config(f"{NET}.23"))
+    answer = await kdig(f"{NET}.23", "missing.uctest.local", "A")
     assert answer.status == "NXDOMAIN"
     assert "aa" in answer.flags
     assert answer.owners("AUTHORITY", "SOA") == ["uctest.local."]
@@ -196,16 +199,16 @@ async def test_kdig_nxdomain_carries_the_soa(start_dns: StartDns) -> None:
 
 
 async def test_truncated_over_udp_whole_over_tcp(start_dns: StartDns) -> None:
-    await start_dns(lab_config("127.0.55.24"))
+    await start_dns(lab_config(f"{NET}.24"))
     # No EDNS, so the 512-byte limit holds; +ignore: show the TC answer, do not retry.
-    truncated = await kdig("127.0.55.24", "+notcp", "+noedns", "+ignore", "big.uctest.local", "TXT")
+    truncated = await kdig(f"{NET}.24", "+notcp", "+noedns", "+ignore", "big.uctest.local", "TXT")
     assert "tc" in truncated.flags
     assert truncated.rdata("ANSWER", "TXT") == []
     assert truncated.transport == "UDP"
     # kdig's default: the same UDP query, then the retry over TCP that TC asks for.
     result = await run(
         tool("kdig"),
-        "@127.0.55.24",
+        f"@{NET}.24",
         "-p",
         str(PORT),
         "+timeout=3",
@@ -220,7 +223,7 @@ async def test_truncated_over_udp_whole_over_tcp(start_dns: StartDns) -> None:
     assert retried.transport == "TCP"
     assert "tc" not in retried.flags
     assert len(retried.rdata("ANSWER", "TXT")) == len(BIG_TXT)
-    whole = await kdig("127.0.55.24", "+tcp", "big.uctest.local", "TXT")
+    whole = await kdig(f"{NET}.24", "+tcp", "big.uctest.local", "TXT")
     assert whole.transport == "TCP"
     assert len(whole.rdata("ANSWER", "TXT")) == len(BIG_TXT)
 
@@ -245,22 +248,22 @@ async def test_kdig_queries_a_zone_loaded_from_a_master_file(tmp_path: Path) -> 
         "--zone",
         str(zone_file),
         "--listen",
-        f"127.0.55.25:{PORT}",
+        f"{NET}.25:{PORT}",
         "--control",
         "stdio",
     )
     try:
         ready = await process.wait_for("ready", timeout=10)
         assert ready["zones"] == ["filetest.local"]
-        srv = await kdig("127.0.55.25", "_sip._tcp.filetest.local", "SRV")
+        srv = await kdig(f"{NET}.25", "_sip._tcp.filetest.local", "SRV")
         assert srv.sections["ANSWER"] == [
             ("_sip._tcp.filetest.local.", 120, "SRV", "10 20 5060 exp1.filetest.local.")
         ]
         assert srv.sections["ADDITIONAL"] == [("exp1.filetest.local.", 300, "A", "127.0.55.11")]
-        alias = await kdig("127.0.55.25", "alias.filetest.local", "A")
+        alias = await kdig(f"{NET}.25", "alias.filetest.local", "A")
         assert alias.rdata("ANSWER", "CNAME") == ["exp1.filetest.local."]
         assert alias.rdata("ANSWER", "A") == ["127.0.55.11"]
-        soa = await kdig("127.0.55.25", "filetest.local", "SOA")
+        soa = await kdig(f"{NET}.25", "filetest.local", "SOA")
         assert soa.rdata("ANSWER", "SOA") == [
             "ns1.filetest.local. hostmaster.filetest.local. 2024010101 3600 600 86400 30"
         ]
@@ -272,14 +275,14 @@ async def test_kdig_queries_a_zone_loaded_from_a_master_file(tmp_path: Path) -> 
 
 
 async def test_nsupdate_with_a_tsig_key_adds_and_deletes(start_dns: StartDns) -> None:
-    process = await start_dns(lab_config("127.0.55.26"))
-    server = ["server 127.0.55.26 1053", "zone secure.test"]
+    process = await start_dns(lab_config(f"{NET}.26"))
+    server = [f"server {NET}.26 1053", "zone secure.test"]
     key = f"hmac-sha256:{KEY_NAME}:{SECRET}"
     added = await nsupdate(
         [*server, "update add new.secure.test 60 A 127.0.55.30", "send"], "-y", key
     )
     assert added.returncode == 0, added.stderr
-    answer = await kdig("127.0.55.26", "new.secure.test", "A")
+    answer = await kdig(f"{NET}.26", "new.secure.test", "A")
     assert answer.sections["ANSWER"] == [("new.secure.test.", 60, "A", "127.0.55.30")]
     change = await process.wait_for("dns.change", zone="secure.test")
     assert change["op"] == "update"
@@ -287,13 +290,13 @@ async def test_nsupdate_with_a_tsig_key_adds_and_deletes(start_dns: StartDns) ->
 
     deleted = await nsupdate([*server, "update delete new.secure.test A", "send"], "-y", key)
     assert deleted.returncode == 0, deleted.stderr
-    assert (await kdig("127.0.55.26", "new.secure.test", "A")).status == "NXDOMAIN"
+    assert (await kdig(f"{NET}.26", "new.secure.test", "A")).status == "NXDOMAIN"
 
 
 async def test_nsupdate_without_the_key_changes_nothing(start_dns: StartDns) -> None:
-    await start_dns(lab_config("127.0.55.27"))
+    await start_dns(lab_config(f"{NET}.27"))
     script = [
-        "server 127.0.55.27 1053",
+        f"server {NET}.27 1053",
         "zone secure.test",
         "update add new.secure.test 60 A 127.0.55.30",
         "send",
@@ -304,12 +307,12 @@ async def test_nsupdate_without_the_key_changes_nothing(start_dns: StartDns) -> 
     wrong = await nsupdate(script, "-y", f"hmac-sha256:{KEY_NAME}:d3Jvbmctc2VjcmV0")
     assert wrong.returncode != 0
     assert "NOTAUTH(BADSIG)" in wrong.stderr
-    assert (await kdig("127.0.55.27", "new.secure.test", "A")).status == "NXDOMAIN"
+    assert (await kdig(f"{NET}.27", "new.secure.test", "A")).status == "NXDOMAIN"
 
 
 @pytest.mark.parametrize("transport", ["udp", "tcp"])
 async def test_nsupdate_without_a_key_in_an_open_zone(start_dns: StartDns, transport: str) -> None:
-    address = "127.0.55.28" if transport == "udp" else "127.0.55.29"
+    address = f"{NET}.28" if transport == "udp" else f"{NET}.29"
     process = await start_dns(lab_config(address))
     flags = ["-v"] if transport == "tcp" else []  # nsupdate -v: send the UPDATE over TCP
     server = [f"server {address} 1053", "zone uctest.local"]
