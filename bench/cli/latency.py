@@ -8,9 +8,10 @@ For each of N rounds it times, as whole processes:
   * the reference: ``python -c pass``, the interpreter's floor, in the same rounds
 and prints min / median / max and each median's ratio to the floor.
 
-    .venv/bin/python bench/cli/latency.py [--rounds 20] [--prefix 127.158.1]
+    .venv/bin/python bench/cli/latency.py [--rounds 20]
 
-It starts its own lab on PREFIX.x (state in a temporary directory) and always stops it.
+It starts its own lab on a loopback /24 no one else holds (state in a temporary directory) and
+always stops it.
 """
 
 from __future__ import annotations
@@ -24,6 +25,7 @@ import tempfile
 import time
 from pathlib import Path
 
+from emulator.lab.addresses import next_block
 from emulator.lab.sync import SyncLab
 
 
@@ -57,13 +59,12 @@ def report(name: str, values: list[float], floor: float | None) -> None:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--rounds", type=int, default=20)
-    parser.add_argument("--prefix", default="127.158.1")
     args = parser.parse_args()
     siplab = [sys.executable, "-m", "emulator.lab.cli"]
     with tempfile.TemporaryDirectory(prefix="siplab-bench-cli-") as root:
         env = {**os.environ, "SIPLAB_STATE_DIR": root, "SIPLAB_LAB": "bench-cli"}
         floor, help_times, fault_times = [], [], []
-        with SyncLab.up(lab_dict(args.prefix), root=Path(root)) as lab:
+        with SyncLab.up(lab_dict(next_block().prefix), root=Path(root)) as lab:
             for _ in range(args.rounds):
                 floor.append(timed([sys.executable, "-c", "pass"], env)[1])
                 help_times.append(timed([*siplab, "--help"], env)[1])
