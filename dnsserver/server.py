@@ -27,12 +27,14 @@ from typing import Any, cast
 from dnsserver.authority import Authority, CachedAnswer, QueryInfo, Transport
 from dnsserver.config import DnsServerConfig
 from dnsserver.control import register_control_ops
+from dnsserver.link import DnsLink
 from dnsserver.metrics import MetricsListener
 from dnsserver.mmsg import RECV_SLOT, SEND_SLOT, MmsgIO, unavailable
 from dnsserver.names import name_text
 from dnsserver.update import attach_updates
 from emulator.component import ComponentContext, ComponentStartError
 from emulator.events import EventSink
+from emulator.sip.linkfault import register_link_ops
 
 TCP_IDLE_TIMEOUT = 30.0
 TCP_WRITE_TIMEOUT = 10.0
@@ -55,6 +57,7 @@ class _UdpProtocol(asyncio.DatagramProtocol):
         self._server = server
         self._cached = server.authority.cached
         self._events = server.config.events != "off"
+        self._links = server.link.faults
         self.transport: asyncio.DatagramTransport | None = None
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
@@ -63,6 +66,9 @@ class _UdpProtocol(asyncio.DatagramProtocol):
         self._sendto = self.transport.sendto
 
     def datagram_received(self, data: bytes, addr: Address) -> None:
+        if self._links.active:
+            self._server.link.udp(data, addr, self._send)
+            return
         # Byte 2 holds QR and the opcode: both zero for a QUERY. Anything else (UPDATE, NOTIFY,
         # a response, a runt) takes the full path through Authority.answer.
         if len(data) > 12 and not data[2] & 0xF8:
@@ -99,6 +105,7 @@ class _BatchedUdp:
         self._sock = sock
         self._io = MmsgIO(sock)
         self._cached = server.authority.cached
+        self._links = server.link.faults
         self._events = server.config.events != "off"
         self._loop: asyncio.AbstractEventLoop | None = None
         self.closing = False
@@ -137,6 +144,11 @@ class _BatchedUdp:
         """
         io, server = self._io, self._server
         rbuf, sbuf, siov, shdr = io.rbuf, io.sbuf, io.siov, io.shdr
+        if self._links.active:
+            for i, size in enumerate(sizes):
+                start = i * RECV_SLOT
+                server.link.udp(bytes(rbuf[start : start + size]), io.address(i), self._send)
+            return
         name_index, name_addr, id_addr = io.name_index, io.name_addr, io.id_addr
         cached, events = self._cached, self._events
         io.reset_send()
@@ -206,6 +218,7 @@ class DnsServer:
         self.authority = Authority(config.zones)
         attach_updates(self.authority, events, config.zones)  # RFC 2136 (nsupdate)
         self.authority.cell_for = self._cache_cell
+        self.link = DnsLink(self)
         self.port = config.port
         self.cells: dict[CellKey, list[int]] = {}
         self.unanswered = 0
@@ -283,6 +296,7 @@ class DnsServer:
             await asyncio.to_thread(metrics.close)
         if self._udp is not None:
             self._udp.close()
+        self.link.close()
         for timer in self._timers:
             timer.cancel()
         if self._tcp is not None:
@@ -380,9 +394,13 @@ class DnsServer:
         peer = writer.get_extra_info("peername") or ("?", 0)
         try:
             while True:
+                if self.link.faults.active:
+                    await self.link.tcp_uncut(peer[0])
                 async with asyncio.timeout(TCP_IDLE_TIMEOUT):
                     prefix = await reader.readexactly(2)
                     query = await reader.readexactly(int.from_bytes(prefix, "big"))
+                if self.link.faults.active and not await self.link.tcp_pass("in", peer[0]):
+                    continue
                 entry = None
                 if len(query) > 12 and not query[2] & 0xF8:  # QUERY: try the cache first
                     entry = self.authority.cached("tcp", query[2:])
@@ -397,6 +415,8 @@ class DnsServer:
                     continue
                 if info is not None and info.delay:
                     await asyncio.sleep(info.delay)
+                if self.link.faults.active and not await self.link.tcp_pass("out", peer[0]):
+                    continue
                 writer.write(len(wire).to_bytes(2, "big") + wire)
                 async with asyncio.timeout(TCP_WRITE_TIMEOUT):
                     await writer.drain()
@@ -427,6 +447,7 @@ class DnsServer:
             "tcp_connections": len(self._connections),
             "events": self.config.events,
             "fault": self.authority.fault.describe(),
+            "link": self.link.faults.state(),
         }
 
 
@@ -435,6 +456,7 @@ async def run_server(ctx: ComponentContext, config: DnsServerConfig) -> None:
     server = DnsServer(config, ctx)
     ctx.on_command("status", server.status)
     register_control_ops(ctx, server.authority)
+    register_link_ops(ctx, server.link.control)
     await server.start()
     try:
         ready: dict[str, Any] = {}

@@ -6,6 +6,7 @@ import asyncio
 
 from emulator.component import ComponentContext, ComponentStartError
 from emulator.rearm import Rearm
+from emulator.sip.linkfault import register_link_ops
 from emulator.sip.message import Message
 from emulator.sip.transport import Flow, SipTransport, TransportName
 from registrar.config import RegistrarConfig
@@ -72,12 +73,16 @@ class RegistrarServer:
         self.core.set_maintenance(on)
         return {"maintenance": self.core.maintenance}
 
+    def status(self, _args: dict[str, object]) -> dict[str, object]:
+        return {**self.core.status(self._loop.time()), "link": self.transport.links.state()}
+
 
 async def serve(config: RegistrarConfig, ctx: ComponentContext) -> None:
     server = RegistrarServer(config, ctx)
     listeners = await server.start()
     ctx.on_command("maintenance", server.set_maintenance)
-    ctx.on_command("status", lambda _args: server.core.status(server._loop.time()))
+    ctx.on_command("status", server.status)
+    register_link_ops(ctx, server.transport.link_control)
     ctx.emit(
         "ready",
         address=str(config.address),

@@ -5,17 +5,26 @@ a message arrived on a flow, a bad message arrived on a flow, a flow closed. A f
 connection (TCP/TLS) or one remote address (UDP). A lost connection is reported as soon as
 the kernel tells us (FIN or RST), which is what lets an endpoint fail over at once when a
 peer dies.
+
+Link faults (``emulator.sip.linkfault``) sit between the sockets and the owner: while
+``links.active`` every datagram, stream chunk, outgoing message and lost connection passes
+through the policy's queue; otherwise the only cost is that one attribute check.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import random
 import ssl
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Literal, Protocol, cast
+from functools import partial
+from typing import Any, Literal, Protocol, cast
 
+from emulator.rearm import Rearm
 from emulator.sip.framing import KeepAlive, StreamFramer
+from emulator.sip.linkfault import Direction, LinkFaults
 from emulator.sip.message import DEFAULT_LIMITS, Limits, Message, SipParseError, parse_message
 
 TransportName = Literal["udp", "tcp", "tls"]
@@ -61,10 +70,12 @@ def _address(sockname: object) -> Address:
 class _StreamProtocol(asyncio.Protocol):
     def __init__(self, owner: SipTransport, transport_name: TransportName) -> None:
         self._owner = owner
+        self._links = owner.links
         self._name: TransportName = transport_name
         self._framer = StreamFramer(owner.limits)
         self._transport: asyncio.Transport | None = None
         self._closing_locally = False
+        self._reading_paused = False
         self.flow: Flow | None = None
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
@@ -76,10 +87,31 @@ class _StreamProtocol(asyncio.Protocol):
             _address(transport.get_extra_info("peername")),
         )
         self._owner._streams[self.flow] = self
+        if self._links.active:
+            self.follow_partition()  # the kernel accepts from a cut remote; we stay silent
+
+    def follow_partition(self) -> None:
+        """Stop reading while a partition cuts this stream, so the kernel keeps the bytes."""
+        assert self.flow is not None
+        cut = self._links.blocks(self._name, self.flow.remote[0])
+        if self._transport is None or self._transport.is_closing() or cut == self._reading_paused:
+            return
+        self._reading_paused = cut
+        if cut:
+            self._transport.pause_reading()
+        else:
+            self._transport.resume_reading()
 
     def data_received(self, data: bytes) -> None:
+        if self._links.active:
+            self._owner._link_submit("in", self, partial(self._receive, data))
+        else:
+            self._receive(data)
+
+    def _receive(self, data: bytes) -> None:
         assert self.flow is not None
-        assert self._transport is not None
+        if self._closing_locally:
+            return  # closed while a link fault held the data back
         try:
             items = self._framer.feed(data)
         except SipParseError as exc:
@@ -88,7 +120,7 @@ class _StreamProtocol(asyncio.Protocol):
             return
         for item in items:
             if item is KeepAlive.PING:
-                self._transport.write(PONG)
+                self.send(PONG)
             elif isinstance(item, KeepAlive):
                 continue
             else:
@@ -104,13 +136,29 @@ class _StreamProtocol(asyncio.Protocol):
             reason = "closed by peer"
         else:
             reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
+        if self._links.active:
+            # The FIN or RST travels the same impaired link as the data before it.
+            self._owner._link_submit("in", self, partial(self._report_lost, reason))
+        else:
+            self._report_lost(reason)
+
+    def _report_lost(self, reason: str) -> None:
+        assert self.flow is not None
+        self._links.forget(self)
         self._owner.user.flow_closed(self.flow, reason)
 
     def send(self, data: bytes) -> bool:
         if self._transport is None or self._transport.is_closing():
             return False
-        self._transport.write(data)
+        if self._links.active:
+            self._owner._link_submit("out", self, partial(self._write, data))
+        else:
+            self._transport.write(data)
         return True
+
+    def _write(self, data: bytes) -> None:
+        if self._transport is not None and not self._transport.is_closing():
+            self._transport.write(data)
 
     def close(self) -> None:
         if self._transport is not None and not self._transport.is_closing():
@@ -126,6 +174,7 @@ class _StreamProtocol(asyncio.Protocol):
 class _DatagramProtocol(asyncio.DatagramProtocol):
     def __init__(self, owner: SipTransport) -> None:
         self._owner = owner
+        self._links = owner.links
         self.transport: asyncio.DatagramTransport | None = None
         self.local: Address = ("", 0)
 
@@ -134,6 +183,13 @@ class _DatagramProtocol(asyncio.DatagramProtocol):
         self.local = _address(transport.get_extra_info("sockname"))
 
     def datagram_received(self, data: bytes, addr: object) -> None:
+        if self._links.active:
+            remote = _address(addr)
+            self._owner._link_submit_udp("in", remote, partial(self._receive, data, remote))
+        else:
+            self._receive(data, addr)
+
+    def _receive(self, data: bytes, addr: object) -> None:
         flow = Flow("udp", self.local, _address(addr))
         if not data.strip(b"\r\n"):
             return  # a UDP keep-alive carries no message
@@ -144,6 +200,10 @@ class _DatagramProtocol(asyncio.DatagramProtocol):
             return
         self._owner.user.message_received(message, flow)
 
+    def sendto(self, data: bytes, remote: Address) -> None:
+        if self.transport is not None and not self.transport.is_closing():
+            self.transport.sendto(data, remote)
+
     def error_received(self, exc: Exception) -> None:
         # ICMP errors on an unconnected socket cannot be tied to a flow; transaction timers
         # are what notice an unreachable UDP peer.
@@ -153,9 +213,19 @@ class _DatagramProtocol(asyncio.DatagramProtocol):
 class SipTransport:
     """Owns one process's SIP sockets: listeners, outgoing connections and UDP sockets."""
 
-    def __init__(self, user: TransportUser, limits: Limits = DEFAULT_LIMITS) -> None:
+    def __init__(
+        self,
+        user: TransportUser,
+        limits: Limits = DEFAULT_LIMITS,
+        *,
+        rng: random.Random | None = None,
+    ) -> None:
         self.user = user
         self.limits = limits
+        self.links: LinkFaults[Callable[[], None]] = LinkFaults(rng or random.Random())
+        self._link_timer = Rearm(self._link_pump)
+        self._link_pumping = False
+        self._closed = False
         self._servers: list[asyncio.Server] = []
         self._streams: dict[Flow, _StreamProtocol] = {}
         self._datagrams: dict[Address, _DatagramProtocol] = {}
@@ -228,10 +298,58 @@ class SipTransport:
             proto = self._datagrams.get(flow.local)
             if proto is None or proto.transport is None or proto.transport.is_closing():
                 return False
-            proto.transport.sendto(data, flow.remote)
+            if self.links.active:
+                send = partial(proto.sendto, data, flow.remote)
+                self._link_submit_udp("out", flow.remote, send)
+            else:
+                proto.transport.sendto(data, flow.remote)
             return True
         stream = self._streams.get(flow)
         return stream is not None and stream.send(data)
+
+    # -- link faults ---------------------------------------------------------------------
+
+    def link_control(self, op: str, args: dict[str, Any]) -> dict[str, Any]:
+        """Apply a link op (``partition``/``heal``/``impair``); returns the link state."""
+        state = self.links.control(op, args)
+        for stream in list(self._streams.values()):
+            stream.follow_partition()
+        self._link_pump()
+        return state
+
+    def _link_submit(
+        self, direction: Direction, stream: _StreamProtocol, payload: Callable[[], None]
+    ) -> None:
+        assert stream.flow is not None
+        now = asyncio.get_running_loop().time()
+        self.links.submit(
+            direction, stream.flow.transport, stream.flow.remote[0], stream, payload, now
+        )
+        self._link_pump()
+
+    def _link_submit_udp(
+        self, direction: Direction, remote: Address, payload: Callable[[], None]
+    ) -> None:
+        now = asyncio.get_running_loop().time()
+        self.links.submit(direction, "udp", remote[0], None, payload, now)
+        self._link_pump()
+
+    def _link_pump(self) -> None:
+        """Deliver what is due, then wake at the next delivery time.
+
+        A delivery can make the owner send, which queues more: that happens inside this loop
+        (the guard), so a message queued behind one already popped cannot overtake it."""
+        if self._link_pumping or self._closed:
+            return
+        self._link_pumping = True
+        try:
+            loop = asyncio.get_running_loop()
+            while due := self.links.pop_due(loop.time()):
+                for item in due:
+                    item.payload()
+        finally:
+            self._link_pumping = False
+        self._link_timer.arm(self.links.next_timer())
 
     def close_flow(self, flow: Flow) -> None:
         stream = self._streams.get(flow)
@@ -239,6 +357,8 @@ class SipTransport:
             stream.close()
 
     async def close(self) -> None:
+        self._closed = True
+        self._link_timer.cancel()
         for server in self._servers:
             server.close()
         for stream in list(self._streams.values()):
