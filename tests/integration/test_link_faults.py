@@ -5,7 +5,7 @@ drives the ``partition``/``heal``/``impair`` control ops, and talks to it from r
 Silence is checked over a short window (``QUIET``) on traffic that, unfaulted, is answered in
 milliseconds; lower bounds on lateness come from the configured delay only.
 
-Addresses: 127.61.0.0/16 only, one /24 per test, so tests can run in parallel.
+Addresses: one /24 per test from the session's own loopback /16 (tests.labs.allocate_prefix).
 """
 
 from __future__ import annotations
@@ -32,6 +32,7 @@ from emulator.lab.testing import ComponentUnderTest
 from emulator.sip.framing import KeepAlive, StreamFramer
 from emulator.sip.message import Message, Response, new_branch, parse_message
 from tests.dnshelpers import DnsProcess, seed_zone
+from tests.labs import allocate_prefix
 
 pytestmark = pytest.mark.integration
 
@@ -204,7 +205,8 @@ def changes(process: ComponentUnderTest) -> list[dict[str, Any]]:
 
 
 async def test_partition_silences_udp_tcp_and_keepalives_until_the_heal() -> None:
-    peer, local = "127.61.1.10", "127.61.1.100"
+    net = allocate_prefix()
+    peer, local = f"{net}.10", f"{net}.100"
     async with registrar(peer) as process, TcpClient(local, peer) as before:
         before.register("tcp-before")
         assert answered(await before.response(), "tcp-before")
@@ -238,7 +240,8 @@ async def test_partition_silences_udp_tcp_and_keepalives_until_the_heal() -> Non
 
 
 async def test_partition_of_tls_holds_the_stream_until_the_heal() -> None:
-    peer, local = "127.61.7.10", "127.61.7.100"
+    net = allocate_prefix()
+    peer, local = f"{net}.10", f"{net}.100"
     async with registrar(peer) as process:
         tls = await TcpClient.tls(local, peer)
         try:
@@ -257,7 +260,8 @@ async def test_partition_of_tls_holds_the_stream_until_the_heal() -> None:
 
 
 async def test_partition_of_one_remote_leaves_another_answered() -> None:
-    peer, cut, other = "127.61.2.10", "127.61.2.100", "127.61.2.101"
+    net = allocate_prefix()
+    peer, cut, other = f"{net}.10", f"{net}.100", f"{net}.101"
     async with (
         registrar(peer) as process,
         UdpClient(cut, peer) as cut_udp,
@@ -280,9 +284,8 @@ async def test_partition_of_one_remote_leaves_another_answered() -> None:
 
 @pytest.mark.parametrize("direction", ["in", "out"])
 async def test_impair_delay_holds_the_answer_back(direction: str) -> None:
-    peer, local = (
-        ("127.61.3.10", "127.61.3.100") if direction == "in" else ("127.61.4.10", "127.61.4.100")
-    )
+    net = allocate_prefix()
+    peer, local = f"{net}.10", f"{net}.100"
     async with (
         registrar(peer) as process,
         UdpClient(local, peer) as udp,
@@ -307,7 +310,8 @@ async def test_impair_delay_holds_the_answer_back(direction: str) -> None:
 
 
 async def test_total_loss_on_udp_loses_every_answer_and_spares_tcp() -> None:
-    peer, local = "127.61.5.10", "127.61.5.100"
+    net = allocate_prefix()
+    peer, local = f"{net}.10", f"{net}.100"
     async with (
         registrar(peer) as process,
         UdpClient(local, peer) as udp,
@@ -324,7 +328,8 @@ async def test_total_loss_on_udp_loses_every_answer_and_spares_tcp() -> None:
 
 
 async def test_bad_link_args_are_refused_in_one_line_and_the_peer_keeps_serving() -> None:
-    peer, local = "127.61.6.10", "127.61.6.100"
+    net = allocate_prefix()
+    peer, local = f"{net}.10", f"{net}.100"
     async with registrar(peer) as process, UdpClient(local, peer) as udp:
         for op, args in [
             ("partition", {"remotes": "everyone"}),
@@ -380,7 +385,8 @@ async def start_dns_process(address: str) -> DnsProcess:
 
 
 async def test_dns_partition_times_out_until_the_heal() -> None:
-    server, client = "127.61.20.10", "127.61.20.100"
+    net = allocate_prefix()
+    server, client = f"{net}.10", f"{net}.100"
     process = await start_dns_process(server)
     try:
         assert addresses(await ask_udp(server, source=client)) == ["127.0.0.11"]
@@ -401,7 +407,8 @@ async def test_dns_partition_times_out_until_the_heal() -> None:
 
 
 async def test_dns_partition_of_one_client_leaves_another_answered() -> None:
-    server, cut, other = "127.61.21.10", "127.61.21.100", "127.61.21.101"
+    net = allocate_prefix()
+    server, cut, other = f"{net}.10", f"{net}.100", f"{net}.101"
     process = await start_dns_process(server)
     try:
         await link_op(process, "partition", remotes=[cut], transports=["udp", "tcp"])
@@ -416,7 +423,8 @@ async def test_dns_partition_of_one_client_leaves_another_answered() -> None:
 
 
 async def test_dns_delay_and_loss_and_bad_args() -> None:
-    server, client = "127.61.22.10", "127.61.22.100"
+    net = allocate_prefix()
+    server, client = f"{net}.10", f"{net}.100"
     process = await start_dns_process(server)
     try:
         await link_op(process, "impair", direction="out", delay=DELAY)
@@ -448,7 +456,8 @@ async def test_dns_delay_and_loss_and_bad_args() -> None:
 async def test_dns_delay_applies_on_both_udp_paths(batch_udp: bool) -> None:
     """In-process on real sockets: the batched path and the datagram transport both obey it,
     and cached answers (the fast path) too."""
-    server_address = "127.61.23.10" if batch_udp else "127.61.24.10"
+    net = allocate_prefix()
+    server_address = f"{net}.10"
     client = server_address.rsplit(".", 1)[0] + ".100"
     server = DnsServer(dns_config(server_address), EventList(), batch_udp=batch_udp)
     await server.start()
