@@ -33,7 +33,7 @@ from emulator.lab.ops import (
     load_source,
     timeout_message,
 )
-from emulator.lab.state import LabHandle, find_lab, pid_alive
+from emulator.lab.state import LabHandle, pid_alive
 from emulator.lab.sync import SyncLab, await_stopped
 
 if TYPE_CHECKING:
@@ -48,10 +48,6 @@ class Lab(LabOps):
         self._timeout = timeout
         self._owned = owned
         self._session: aiohttp.ClientSession | None = None
-
-    @classmethod
-    def attach(cls, name: str | None = None, *, root: Path | None = None) -> Self:
-        return cls(find_lab(name, root))
 
     @classmethod
     async def up(

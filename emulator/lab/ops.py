@@ -8,9 +8,9 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterable
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Self
 
-from emulator.lab.state import LabHandle
+from emulator.lab.state import LabHandle, find_lab
 
 if TYPE_CHECKING:
     from emulator.lab.model import LabConfig
@@ -52,6 +52,14 @@ class LabOps:
 
     handle: LabHandle
     _next_seq: int = 0
+
+    def __init__(self, handle: LabHandle, *, owned: bool = False, timeout: float = 30.0) -> None:
+        raise NotImplementedError
+
+    @classmethod
+    def attach(cls, name: str | None = None, *, root: Path | None = None) -> Self:
+        """A lab that is already running (the only one, or the one named)."""
+        return cls(find_lab(name, root))
 
     def _call(
         self,

@@ -22,7 +22,7 @@ from emulator.lab.ops import (
     load_source,
     timeout_message,
 )
-from emulator.lab.state import LabHandle, find_lab, pid_alive, remove_handle
+from emulator.lab.state import LabHandle, pid_alive, remove_handle
 
 
 class SyncLab(LabOps):
@@ -33,11 +33,6 @@ class SyncLab(LabOps):
         self.handle = handle
         self.client = LabClient(handle, timeout)
         self._owned = owned
-
-    @classmethod
-    def attach(cls, name: str | None = None, *, root: Path | None = None) -> Self:
-        """A lab that is already running (the only one, or the one named)."""
-        return cls(find_lab(name, root))
 
     @classmethod
     def up(

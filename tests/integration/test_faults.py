@@ -14,7 +14,8 @@ from typing import Any
 
 import pytest
 
-from emulator.lab.testing import TestLab
+from emulator.lab.testing import TestLab, leftovers
+from tests.labs import fresh_lab_dict, lab_dict
 
 pytestmark = pytest.mark.integration
 
@@ -125,7 +126,9 @@ def test_partition_is_noticed_by_the_transaction_timer_and_healed(
     make_lab: Callable[..., TestLab],
 ) -> None:
     # t1 0.05 s: Timer F = 64 * T1 = 3.2 s, within the 4 s registrations of test labs.
-    lab = make_lab(endpoints=lambda prefix: [_endpoint(prefix, t1=0.05)])
+    lab = make_lab(
+        endpoints=lambda prefix: [{**lab_dict(prefix, "unused")["endpoints"][0], "t1": 0.05}]
+    )
     first = lab.peer_of()
     since = lab.seq()
     result = lab.siplab("partition", first)
@@ -157,8 +160,6 @@ def test_impairment_delays_the_answer_by_at_least_the_delay(
 def test_faults_on_external_or_unknown_components_are_refused_in_one_line(
     siplab_lab: Any, tmp_path: Any
 ) -> None:
-    from tests.labs import fresh_lab_dict
-
     lab = siplab_lab(
         fresh_lab_dict(
             peers=lambda prefix: [
@@ -192,22 +193,8 @@ def test_status_json_names_state_and_conditions(make_lab: Callable[..., TestLab]
     assert status["dns"]["state"] == "running"
 
 
-def _endpoint(prefix: str, **extra: Any) -> dict[str, Any]:
-    return {
-        "uri": "1001@uctest.local",
-        "proxy": "uctest.local",
-        "transport": "tcp",
-        "address": f"{prefix}.101",
-        "retry_base": 1,
-        "retry_max": 4,
-        **extra,
-    }
-
-
 async def test_the_async_lab_api_applies_faults_and_awaits_events(tmp_path: Any) -> None:
     from emulator import Lab
-    from emulator.lab.testing import leftovers
-    from tests.labs import fresh_lab_dict
 
     config = fresh_lab_dict()
     async with await Lab.up(config, root=tmp_path) as lab:
