@@ -20,6 +20,7 @@ import sys
 from collections.abc import Awaitable, Callable
 from typing import Any
 
+from emulator.eventrate import RateGovernor
 from emulator.events import Emitter, Event
 from emulator.runtime import run_loop
 
@@ -43,14 +44,23 @@ class _PipeProtocol(asyncio.Protocol):
 
 
 class EventWriter:
-    """Non-blocking JSON-lines writer for stdout, with a bounded backlog."""
+    """Non-blocking JSON-lines writer for stdout, with a bounded backlog.
+
+    Events are buffered and written once per event-loop iteration (one ``write`` for all the
+    lines a burst of packets produced), not one write and flush per event: the reader (the
+    supervisor) then also reads them in a few large chunks.
+    """
 
     def __init__(self) -> None:
         self._transport: asyncio.WriteTransport | None = None
         self._protocol = _PipeProtocol()
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._lines: list[str] = []
+        self._buffered = 0  # characters in _lines, newlines included
         self.dropped = 0
 
     async def open(self) -> None:
+        self._loop = asyncio.get_running_loop()
         try:
             mode = os.fstat(sys.stdout.fileno()).st_mode
         except (OSError, ValueError):
@@ -59,22 +69,46 @@ class EventWriter:
         # than raising) when handed a regular file, and a terminal is fine with plain writes.
         if not (stat.S_ISFIFO(mode) or stat.S_ISSOCK(mode)):
             return
-        loop = asyncio.get_running_loop()
-        self._transport, _ = await loop.connect_write_pipe(lambda: self._protocol, sys.stdout)
+        self._transport, _ = await self._loop.connect_write_pipe(lambda: self._protocol, sys.stdout)
 
     def write(self, event: Event) -> None:
-        line = (event.to_json() + "\n").encode()
+        line = event.to_json()
+        transport = self._transport
+        if transport is not None and (
+            transport.is_closing()
+            or transport.get_write_buffer_size() + self._buffered > MAX_EVENT_BACKLOG
+        ):
+            self.dropped += 1
+            return
+        self._lines.append(line)
+        self._buffered += len(line) + 1
+        if len(self._lines) == 1:
+            loop = self._loop
+            if loop is not None and not loop.is_closed():
+                loop.call_soon(self.flush)
+            else:
+                self.flush()
+
+    def flush(self) -> None:
+        """Write every buffered line now."""
+        if not self._lines:
+            return
+        data = ("\n".join(self._lines) + "\n").encode()
+        count = len(self._lines)
+        self._lines.clear()
+        self._buffered = 0
         transport = self._transport
         if transport is None:
-            sys.stdout.buffer.write(line)
+            sys.stdout.buffer.write(data)
             sys.stdout.buffer.flush()
-        elif transport.is_closing() or transport.get_write_buffer_size() > MAX_EVENT_BACKLOG:
-            self.dropped += 1
+        elif transport.is_closing():
+            self.dropped += count
         else:
-            transport.write(line)
+            transport.write(data)
 
     async def close(self, timeout: float = 2.0) -> None:
         """Flush queued events (bounded in time) and close the pipe."""
+        self.flush()
         transport = self._transport
         if transport is None:
             sys.stdout.flush()
@@ -86,16 +120,32 @@ class EventWriter:
 
 
 class ComponentContext:
-    """What a component's ``main`` gets: an event sink, control handlers and a stop signal."""
+    """What a component's ``main`` gets: an event sink, control handlers and a stop signal.
+
+    Its :class:`RateGovernor` samples the component's ``HIGH`` events under load; a timer
+    reports their counts as a ``stats`` event every governor window (see emulator/eventrate.py).
+    """
 
     def __init__(self, name: str, writer: EventWriter) -> None:
         self.name = name
-        self.emitter = Emitter(name, writer.write)
+        self.governor = RateGovernor()
+        self.emitter = Emitter(name, writer.write, governor=self.governor)
         self.stopping = asyncio.Event()
         self._handlers: dict[str, Handler] = {}
+        self._loop = asyncio.get_running_loop()
+        self._report_timer = self._loop.call_later(self.governor.window, self._report)
 
     def emit(self, kind: str, /, **fields: Any) -> None:
         self.emitter.emit(kind, **fields)
+
+    def _report(self) -> None:
+        self.emitter.report()
+        self._report_timer = self._loop.call_later(self.governor.window, self._report)
+
+    def final_report(self) -> None:
+        """Stop the report timer and emit the counts not yet reported (at the end of a run)."""
+        self._report_timer.cancel()
+        self.emitter.report()
 
     def on_command(self, op: str, handler: Handler) -> None:
         self._handlers[op] = handler
@@ -172,6 +222,7 @@ async def _run(
             control_task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await control_task
+        ctx.final_report()
         if writer.dropped:
             ctx.emit("events.dropped", count=writer.dropped)
         ctx.emit("component.stopped", status=status)

@@ -13,6 +13,9 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
+from emulator.eventrate import RateGovernor
+from emulator.kinds import Kind
+
 RESERVED = ("t", "component", "kind")
 
 
@@ -63,7 +66,9 @@ class Emitter:
     """Stamps events with a component name and a wall-clock time and hands them to ``write``.
 
     Wall-clock (not monotonic) time, because events from separate processes are merged and
-    compared by the supervisor.
+    compared by the supervisor. With a :class:`RateGovernor`, ``HIGH`` kinds are counted and
+    sampled under load (a sampled event carries ``sample=N``), and :meth:`report` emits the
+    counts as one ``stats`` event; ``STATE`` kinds always go straight through.
     """
 
     def __init__(
@@ -71,13 +76,38 @@ class Emitter:
         component: str,
         write: Callable[[Event], None],
         clock: Callable[[], float] = time.time,
+        governor: RateGovernor | None = None,
     ) -> None:
         self.component = component
+        self.governor = governor
         self._write = write
         self._clock = clock
 
     def emit(self, kind: str, /, **fields: Any) -> None:
+        governor = self.governor
+        if governor is not None and kind in governor.governed:
+            sample = governor.admit(kind)
+            if not sample:
+                return
+            if sample > 1:
+                fields["sample"] = sample
         self._write(Event(self._clock(), self.component, kind, fields))
+
+    def report(self) -> None:
+        """Emit the governor's counts since its last report, if any changed."""
+        if self.governor is None:
+            return
+        stats = self.governor.tick()
+        if stats is not None:
+            counts, interval = stats
+            self._write(
+                Event(
+                    self._clock(),
+                    self.component,
+                    Kind.STATS,
+                    {"counts": counts, "interval": round(interval, 3)},
+                )
+            )
 
 
 class EventList:

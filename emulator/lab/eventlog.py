@@ -2,6 +2,10 @@
 
 Readers either take a slice (``since``) or subscribe and are woken on each append; the
 sequence number lets a follower resume without missing or repeating an event.
+
+The file is written in batches: appended lines are buffered and written (and flushed) once per
+event-loop iteration, and on close, never one write per event; followers too are woken once
+per iteration. Outside a running loop both happen at once.
 """
 
 from __future__ import annotations
@@ -24,6 +28,8 @@ class EventLog:
         self._wakeup = asyncio.Event()
         self._file: IO[str] | None = path.open("w", encoding="utf-8") if path else None
         self._on_event = on_event
+        self._lines: list[str] = []
+        self._scheduled = False
         self.closed = False
 
     @property
@@ -37,10 +43,24 @@ class EventLog:
             del self._events[:drop]
             self._first_seq += drop
         if self._file is not None:
-            self._file.write(event.to_json() + "\n")
-            self._file.flush()
+            self._lines.append(event.to_json())
         if self._on_event is not None:
             self._on_event(event)
+        if not self._scheduled:
+            try:
+                asyncio.get_running_loop().call_soon(self.flush)
+                self._scheduled = True
+            except RuntimeError:  # no running loop: nothing to batch with
+                self.flush()
+
+    def flush(self) -> None:
+        """Write the buffered lines to the file and wake the followers."""
+        self._scheduled = False
+        if self._lines and self._file is not None:
+            self._lines.append("")
+            self._file.write("\n".join(self._lines))
+            self._file.flush()
+        self._lines.clear()
         self._wake()
 
     def _wake(self) -> None:
@@ -67,6 +87,7 @@ class EventLog:
                 await wakeup.wait()
 
     async def close(self) -> None:
+        self.flush()
         self.closed = True
         self._wake()
         if self._file is not None:

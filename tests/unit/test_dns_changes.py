@@ -75,7 +75,7 @@ def test_set_ttl(authority: Authority, editor: ZoneEditor, events: EventList) ->
 
 
 def test_bad_change_requests_leave_the_zone_alone(authority: Authority, editor: ZoneEditor) -> None:
-    with pytest.raises(ValueError, match="SRV data must be"):
+    with pytest.raises(ControlError, match=r"^records\[0\]: _sip._udp SRV: SRV data must be"):
         editor.add({"records": [{"name": "_sip._udp", "type": "SRV", "data": "1 2 exp1"}]})
     with pytest.raises(ControlError, match="CNAME must stand alone"):
         editor.add({"records": [{"name": "exp1", "type": "CNAME", "data": "exp2"}]})

@@ -132,7 +132,7 @@ def test_update_opcode_never_takes_the_fast_path() -> None:
 
 def test_config_fields_and_metrics_address() -> None:
     config = DnsServerConfig(address="127.0.0.1", zones=[seed_zone()])
-    assert (config.events, config.event_sample, config.metrics) == ("all", 100, None)
+    assert (config.events, config.event_sample, config.metrics) == ("auto", 100, None)
     with pytest.raises(ValidationError):
         DnsServerConfig(address="127.0.0.1", zones=[seed_zone()], events="some")  # type: ignore[arg-type]
     with pytest.raises(ValidationError):
