@@ -12,6 +12,7 @@ from dnsserver.config import DnsServerConfig
 from dnsserver.control import ZoneEditor, set_fault
 from dnsserver.metrics import DnsCollector, parse_address
 from dnsserver.server import DnsServer, _UdpProtocol
+from emulator.eventrate import RateGovernor
 from emulator.events import EventList
 from tests.dnshelpers import CLIENT, seed_server, seed_zone
 
@@ -102,6 +103,29 @@ def test_events_all_sample_off(mode: str, expected: int) -> None:
         assert [e["client"] for e in query_events] == [f"127.0.0.9:{4000 + i}" for i in range(10)]
     assert server.status({})["queries_by_rcode"] == {"NOERROR": 10}
     assert server.status({})["cache_hits"] == 9
+
+
+def test_events_auto_counts_every_query_and_samples_under_load() -> None:
+    clock = [0.0]
+    governor = RateGovernor(threshold=5, window=1.0, clock=lambda: clock[0])
+    events = EventList()
+    config = seed_server("127.0.0.1").model_copy(update={"events": "auto"})
+    server = DnsServer(config, events, governor=governor)
+    protocol = _UdpProtocol(server)
+    protocol.connection_made(FakeTransport())  # type: ignore[arg-type]
+    query = dns.message.make_query("exp1.uctest.local", "A").to_wire()
+    for _ in range(100):  # all within one window: over the threshold
+        protocol.datagram_received(query, CLIENT)
+    sampled = events.of("dns.query")
+    assert 6 <= len(sampled) < 30
+    assert [e.get("sample", 1) for e in sampled[:8]] == [1] * 6 + [2, 2]
+    clock[0] += 1.0
+    assert governor.tick() == ({"dns.query": 100}, 1.0)
+    for _ in range(3):  # a quiet window after the busy one closed: every query again
+        clock[0] += 1.0
+        governor.tick()
+        protocol.datagram_received(query, CLIENT)
+    assert [e.get("sample", 1) for e in events.of("dns.query")[len(sampled) :]] == [1, 1, 1]
 
 
 def test_counters_reach_the_collector() -> None:
