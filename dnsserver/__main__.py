@@ -131,8 +131,9 @@ def _origin_of(path: Path) -> str:
 @click.option("--ttl", default=60, show_default=True, help="Default TTL of standalone zones.")
 @click.option(
     "--events",
-    type=click.Choice(["all", "sample", "off"]),
-    help="dns.query events: every query (default), one per --event-sample, or none.",
+    type=click.Choice(["auto", "all", "sample", "off"]),
+    help="dns.query events: every one while few, sampled under load (auto, the default); "
+    "every query; one per --event-sample; or none.",
 )
 @click.option("--event-sample", type=click.IntRange(min=1), help="N for --events sample (100).")
 @click.option("--metrics", metavar="ADDR:PORT", help="Serve Prometheus /metrics here.")

@@ -197,9 +197,11 @@ class DnsServerConfig(BaseModel):
     address: IPvAnyAddress
     port: int = Field(default=1053, ge=0, le=65535)
     zones: list[ZoneConfig]
-    # One ``dns.query`` event per query ("all"), per ``event_sample`` queries ("sample"), or none
-    # ("off", for benchmarks); the counters behind ``status`` and /metrics are always kept.
-    events: Literal["all", "sample", "off"] = "all"
+    # ``dns.query`` events: "auto" (every query while they are few, sampled under load, counts
+    # in ``stats`` events: the component's rate governor, emulator/eventrate.py), one per query
+    # ("all"), one per ``event_sample`` queries ("sample"), or none ("off", for benchmarks). The
+    # counters behind ``status`` and /metrics are always kept.
+    events: Literal["auto", "all", "sample", "off"] = "auto"
     event_sample: int = Field(default=100, ge=1)
     # "ADDRESS:PORT" of a Prometheus /metrics HTTP listener; None: no listener.
     metrics: str | None = None

@@ -8,14 +8,17 @@ from __future__ import annotations
 
 from typing import Any
 
+from pydantic import ValidationError
+
 from dnsserver.authority import Authority
 from dnsserver.config import RecordConfig
 from dnsserver.faults import FaultSpec
-from dnsserver.names import BadName, NameKey, name_key, name_text, parse_name
+from dnsserver.names import BadName, NameKey, is_within, name_key, name_text, parse_name
 from dnsserver.rdata import MAX_TTL, RECORD_TYPES, BadRecord, ParsedRecord, rdata_text
 from dnsserver.zone import Zone
 from emulator.component import ComponentContext, ControlError
 from emulator.events import EventSink
+from emulator.validation import describe
 
 
 def _zone(authority: Authority, args: dict[str, Any]) -> Zone:
@@ -85,13 +88,18 @@ class ZoneEditor:
         raw = args.get("records")
         if not isinstance(raw, list) or not raw:
             raise ControlError("'records' must be a non-empty list of {name, type, ttl, data}")
-        try:
-            return [
-                RecordConfig.model_validate(item).parse(zone.origin, zone.default_ttl)
-                for item in raw
-            ]
-        except (BadName, BadRecord) as exc:
-            raise ControlError(str(exc)) from None
+        parsed: list[ParsedRecord] = []
+        for index, item in enumerate(raw):
+            try:
+                parsed.append(
+                    RecordConfig.model_validate(item).parse(zone.origin, zone.default_ttl)
+                )
+            except ValidationError as exc:
+                # One line naming the record, not pydantic's multi-line dump with its URL.
+                raise ControlError(describe(exc, f"records[{index}]")) from None
+            except (BadName, BadRecord) as exc:
+                raise ControlError(f"records[{index}]: {exc}") from None
+        return parsed
 
     def add(self, args: dict[str, Any]) -> dict[str, Any]:
         zone = _zone(self.authority, args)
@@ -155,19 +163,28 @@ class ZoneEditor:
         return {"changed": changed}
 
 
+def _fault_scope(authority: Authority, args: dict[str, Any]) -> NameKey | None:
+    """The name a fault covers: absolute when it ends with a dot or already lies in a served
+    zone ("exp1.uctest.local"), else relative to the zone like every other op's ("exp1")."""
+    name = args.get("name")
+    if name is None:
+        return None
+    if not isinstance(name, str):
+        raise ControlError("'name' must be a string")
+    try:
+        as_written = name_key(parse_name(name if name.endswith(".") else name + "."))
+    except BadName as exc:
+        raise ControlError(str(exc)) from None
+    if name.endswith(".") or any(is_within(as_written, zone.key) for zone in authority.zones):
+        return as_written
+    return _owner(_zone(authority, args), args)
+
+
 def set_fault(events: EventSink, authority: Authority, args: dict[str, Any]) -> dict[str, Any]:
     mode = args.get("mode")
     if mode not in ("none", "down", "servfail", "delay"):
         raise ControlError("'mode' must be one of none, down, servfail, delay")
-    name = args.get("name")
-    scope = None
-    if name is not None:
-        if not isinstance(name, str):
-            raise ControlError("'name' must be a string")
-        try:
-            scope = name_key(parse_name(name if name.endswith(".") else name + "."))
-        except BadName as exc:
-            raise ControlError(str(exc)) from None
+    scope = _fault_scope(authority, args)
     delay = args.get("delay", 0.0)
     if not isinstance(delay, int | float) or isinstance(delay, bool):
         raise ControlError("'delay' must be a number of seconds")

@@ -10,8 +10,11 @@ work, were most of the CPU per query. Elsewhere, or with ``DnsServer(batch_udp=F
 event loop's datagram transport (``_UdpProtocol``) does the same work one datagram at a time.
 ``status`` says which one is in use (``udp_io``).
 
-``dns.query`` events: one per query (``events: all``), one per ``event_sample`` queries
-(``sample``), or none (``off``). Counters are always kept (plain ints, read by ``status`` and
+``dns.query`` events: by default (``events: auto``) the component's rate governor decides
+(emulator/eventrate.py: every query while they are few, one in N with ``sample=N`` under load,
+exact counts in ``stats`` events); or one per query (``all``), one per ``event_sample`` queries
+(``sample``), or none (``off``). Deciding costs one ``Tally.admit`` call per query, no dict and
+no JSON unless an event goes out. Counters are always kept (plain ints, read by ``status`` and
 the Prometheus collector in ``dnsserver.metrics``).
 """
 
@@ -21,6 +24,7 @@ import asyncio
 import contextlib
 import socket
 from collections import Counter
+from collections.abc import Callable
 from dataclasses import replace
 from typing import Any, cast
 
@@ -33,7 +37,9 @@ from dnsserver.mmsg import RECV_SLOT, SEND_SLOT, MmsgIO, unavailable
 from dnsserver.names import name_text
 from dnsserver.update import attach_updates
 from emulator.component import ComponentContext, ComponentStartError
+from emulator.eventrate import RateGovernor
 from emulator.events import EventSink
+from emulator.kinds import Kind
 from emulator.sip.linkfault import register_link_ops
 
 TCP_IDLE_TIMEOUT = 30.0
@@ -58,6 +64,7 @@ class _UdpProtocol(asyncio.DatagramProtocol):
         self._cached = server.authority.cached
         self._events = server.config.events != "off"
         self._links = server.link.faults
+        self._admit = server.admit
         self.transport: asyncio.DatagramTransport | None = None
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
@@ -77,7 +84,9 @@ class _UdpProtocol(asyncio.DatagramProtocol):
                 entry.cell[0] += 1
                 self._sendto(data[:2] + entry.tail, addr)
                 if self._events:
-                    self._server.cached_event(entry, addr)
+                    sample = self._admit()
+                    if sample:
+                        self._server.emit_cached_event(entry, addr, sample)
                 return
         wire, info = self._server.process(data, addr, "udp")
         if wire is None or self.transport is None:
@@ -150,7 +159,7 @@ class _BatchedUdp:
                 server.link.udp(bytes(rbuf[start : start + size]), io.address(i), self._send)
             return
         name_index, name_addr, id_addr = io.name_index, io.name_addr, io.id_addr
-        cached, events = self._cached, self._events
+        cached, events, admit = self._cached, self._events, server.admit
         io.reset_send()
         j = 0
         for i, size in enumerate(sizes):
@@ -172,8 +181,10 @@ class _BatchedUdp:
                         j += 1
                     else:
                         self._send(rbuf[start : start + 2] + tail, io.address(i))
-                    if events and not server.sampled_out():
-                        server.emit_cached_event(entry, io.address(i))
+                    if events:
+                        sample = admit()
+                        if sample:
+                            server.emit_cached_event(entry, io.address(i), sample)
                     continue
             addr = io.address(i)
             wire, info = server.process(rbuf[start : start + size], addr, "udp")
@@ -211,7 +222,12 @@ class DnsServer:
     """Listeners for one ``DnsServerConfig``; usable in-process (tests) or under a component."""
 
     def __init__(
-        self, config: DnsServerConfig, events: EventSink, *, batch_udp: bool = True
+        self,
+        config: DnsServerConfig,
+        events: EventSink,
+        *,
+        batch_udp: bool = True,
+        governor: RateGovernor | None = None,
     ) -> None:
         self.config = config
         self.events = events
@@ -227,8 +243,18 @@ class DnsServer:
         self.udp_send_failed = 0  # answers the batched path could not hand to the kernel
         self.batch_udp = batch_udp
         self.udp_io = ""  # "recvmmsg" or "transport (<why>)", set by start()
-        self._sample = config.event_sample if config.events == "sample" else 1
+        # The component's governor (its ``stats`` carry the dns.query count); in-process, one
+        # of the server's own. Taking the tally makes dns.query this server's to count and emit.
+        self._tally = (governor or RateGovernor()).tally(Kind.DNS_QUERY)
+        self._sample = config.event_sample
         self._countdown = self._sample
+        # admit() -> 0: this query gets no event; N: its event stands for N queries.
+        self.admit: Callable[[], int] = {
+            "auto": self._tally.admit,
+            "all": self._admit_every,
+            "sample": self._admit_sampled,
+            "off": self._admit_none,
+        }[config.events]
         self._udp: asyncio.DatagramTransport | _BatchedUdp | None = None
         self._tcp: asyncio.Server | None = None
         self.metrics: MetricsListener | None = None
@@ -335,35 +361,33 @@ class DnsServer:
         """``Authority.cell_for``: the counter a newly kept answer bumps on every hit."""
         return self._cell(info, True)
 
-    def _query_event(self, info: QueryInfo) -> None:
-        if self._sample > 1:
-            self._countdown -= 1
-            if self._countdown:
-                return
-            self._countdown = self._sample
-            self.events_written += 1
-            self.events.emit("dns.query", sample=self._sample, **info.event_fields())
-            return
+    def _admit_every(self) -> int:
+        self._tally.count += 1
+        return 1
+
+    def _admit_sampled(self) -> int:
+        self._tally.count += 1
+        self._countdown -= 1
+        if self._countdown:
+            return 0
+        self._countdown = self._sample
+        return self._sample
+
+    @staticmethod
+    def _admit_none() -> int:
+        return 0
+
+    def _query_event(self, info: QueryInfo, sample: int) -> None:
         self.events_written += 1
-        self.events.emit("dns.query", **info.event_fields())
+        if sample > 1:
+            self.events.emit(Kind.DNS_QUERY, sample=sample, **info.event_fields())
+        else:
+            self.events.emit(Kind.DNS_QUERY, **info.event_fields())
 
-    def cached_event(self, entry: CachedAnswer, client: Address) -> None:
-        """The event for an answer sent from the cache (only called when events are on)."""
-        if not self.sampled_out():
-            self.emit_cached_event(entry, client)
-
-    def sampled_out(self) -> bool:
-        """Count one cached answer against ``event_sample``: True if it gets no event.
-
-        Split from ``emit_cached_event`` so that the batched UDP path only decodes the
-        client's address for the answers that do get one."""
-        if self._sample > 1 and self._countdown > 1:
-            self._countdown -= 1
-            return True
-        return False
-
-    def emit_cached_event(self, entry: CachedAnswer, client: Address) -> None:
-        self._query_event(replace(entry.info, client=_client_text(client)))
+    def emit_cached_event(self, entry: CachedAnswer, client: Address, sample: int) -> None:
+        """The event for an answer sent from the cache, once ``admit`` said it gets one; the
+        client's address is decoded only then."""
+        self._query_event(replace(entry.info, client=_client_text(client)), sample)
 
     def process(
         self, query: bytes, client: Address, transport: Transport
@@ -377,8 +401,9 @@ class DnsServer:
         else:
             # Authority.answer also serves kept answers (TCP, and UDP after a fast-path miss).
             self._cell(info, False)[0] += 1
-            if self.config.events != "off":
-                self._query_event(info)
+            sample = self.admit()
+            if sample:
+                self._query_event(info, sample)
         return wire, info
 
     # -- TCP --------------------------------------------------------------------------------
@@ -407,8 +432,9 @@ class DnsServer:
                 if entry is not None:
                     entry.cell[0] += 1
                     wire, info = query[:2] + entry.tail, None
-                    if self.config.events != "off":
-                        self.cached_event(entry, peer)
+                    sample = self.admit()
+                    if sample:
+                        self.emit_cached_event(entry, peer, sample)
                 else:
                     wire, info = self.process(query, peer, "tcp")
                 if wire is None:
@@ -453,7 +479,7 @@ class DnsServer:
 
 async def run_server(ctx: ComponentContext, config: DnsServerConfig) -> None:
     """A component's ``main``: listen, announce ``ready``, serve until told to stop."""
-    server = DnsServer(config, ctx)
+    server = DnsServer(config, ctx, governor=ctx.governor)
     ctx.on_command("status", server.status)
     register_control_ops(ctx, server.authority)
     register_link_ops(ctx, server.link.control)

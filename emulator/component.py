@@ -19,6 +19,7 @@ from collections.abc import Awaitable, Callable
 from typing import Any
 
 from emulator.channel import TOKEN_ENV, ChannelSpec, ListenChannel, channel_token
+from emulator.eventrate import RateGovernor
 from emulator.events import Emitter, Event
 from emulator.kinds import Kind
 from emulator.runtime import run_loop
@@ -28,6 +29,10 @@ Handler = Callable[[dict[str, Any]], Any]
 # Past this much unsent event data the reader (the supervisor) is not keeping up; dropping
 # events and counting them beats stalling a DNS or SIP server on a full pipe.
 MAX_EVENT_BACKLOG = 8 * 1024 * 1024
+# At most one write of events per this many seconds: under load a peer answering 1,000 UDP
+# REGISTERs a second runs ~1,000 loop iterations a second, and one write (and one wakeup of
+# the supervisor) for each was most of what watching it cost. Events keep their own times.
+FLUSH_INTERVAL = 0.005
 
 
 class ControlError(Exception):
@@ -43,14 +48,25 @@ class _PipeProtocol(asyncio.Protocol):
 
 
 class EventWriter:
-    """Non-blocking JSON-lines writer for stdout, with a bounded backlog."""
+    """Non-blocking JSON-lines writer for stdout, with a bounded backlog.
+
+    Events are buffered and written at the end of the event-loop iteration that produced them,
+    but at most once per ``FLUSH_INTERVAL`` (then on a timer): one ``write`` for many lines, not
+    one write and flush per event, so the reader (the supervisor) reads a few large chunks.
+    """
 
     def __init__(self) -> None:
         self._transport: asyncio.WriteTransport | None = None
         self._protocol = _PipeProtocol()
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._lines: list[str] = []
+        self._buffered = 0  # characters in _lines, newlines included
+        self._flush_due = False
+        self._last_flush = 0.0
         self.dropped = 0
 
     async def open(self) -> None:
+        self._loop = asyncio.get_running_loop()
         try:
             mode = os.fstat(sys.stdout.fileno()).st_mode
         except (OSError, ValueError):
@@ -59,22 +75,54 @@ class EventWriter:
         # than raising) when handed a regular file, and a terminal is fine with plain writes.
         if not (stat.S_ISFIFO(mode) or stat.S_ISSOCK(mode)):
             return
-        loop = asyncio.get_running_loop()
-        self._transport, _ = await loop.connect_write_pipe(lambda: self._protocol, sys.stdout)
+        self._transport, _ = await self._loop.connect_write_pipe(lambda: self._protocol, sys.stdout)
 
     def write(self, event: Event) -> None:
-        line = (event.to_json() + "\n").encode()
+        line = event.to_json()
+        transport = self._transport
+        if transport is not None and (
+            transport.is_closing()
+            or transport.get_write_buffer_size() + self._buffered > MAX_EVENT_BACKLOG
+        ):
+            self.dropped += 1
+            return
+        self._lines.append(line)
+        self._buffered += len(line) + 1
+        if not self._flush_due:
+            loop = self._loop
+            if loop is None or loop.is_closed():
+                self.flush()
+                return
+            self._flush_due = True
+            wait = self._last_flush + FLUSH_INTERVAL - loop.time()
+            if wait > 0:
+                loop.call_later(wait, self.flush)
+            else:
+                loop.call_soon(self.flush)
+
+    def flush(self) -> None:
+        """Write every buffered line now."""
+        self._flush_due = False
+        if not self._lines:
+            return
+        if self._loop is not None and not self._loop.is_closed():
+            self._last_flush = self._loop.time()
+        data = ("\n".join(self._lines) + "\n").encode()
+        count = len(self._lines)
+        self._lines.clear()
+        self._buffered = 0
         transport = self._transport
         if transport is None:
-            sys.stdout.buffer.write(line)
+            sys.stdout.buffer.write(data)
             sys.stdout.buffer.flush()
-        elif transport.is_closing() or transport.get_write_buffer_size() > MAX_EVENT_BACKLOG:
-            self.dropped += 1
+        elif transport.is_closing():
+            self.dropped += count
         else:
-            transport.write(line)
+            transport.write(data)
 
     async def close(self, timeout: float = 2.0) -> None:
         """Flush queued events (bounded in time) and close the pipe."""
+        self.flush()
         transport = self._transport
         if transport is None:
             sys.stdout.flush()
@@ -86,16 +134,32 @@ class EventWriter:
 
 
 class ComponentContext:
-    """What a component's ``main`` gets: an event sink, control handlers and a stop signal."""
+    """What a component's ``main`` gets: an event sink, control handlers and a stop signal.
+
+    Its :class:`RateGovernor` samples the component's ``HIGH`` events under load; a timer
+    reports their counts as a ``stats`` event every governor window (see emulator/eventrate.py).
+    """
 
     def __init__(self, name: str, write: Callable[[Event], None]) -> None:
         self.name = name
-        self.emitter = Emitter(name, write)
+        self.governor = RateGovernor()
+        self.emitter = Emitter(name, write, governor=self.governor)
         self.stopping = asyncio.Event()
         self._handlers: dict[str, Handler] = {}
+        self._loop = asyncio.get_running_loop()
+        self._report_timer = self._loop.call_later(self.governor.window, self._report)
 
     def emit(self, kind: str, /, **fields: Any) -> None:
         self.emitter.emit(kind, **fields)
+
+    def _report(self) -> None:
+        self.emitter.report()
+        self._report_timer = self._loop.call_later(self.governor.window, self._report)
+
+    def final_report(self) -> None:
+        """Stop the report timer and emit the counts not yet reported (at the end of a run)."""
+        self._report_timer.cancel()
+        self.emitter.report()
 
     def on_command(self, op: str, handler: Handler) -> None:
         self._handlers[op] = handler
@@ -193,6 +257,7 @@ async def _run(
             control_task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await control_task
+        ctx.final_report()
         dropped = writer.dropped + (listen.dropped if listen is not None else 0)
         if dropped:
             ctx.emit(Kind.EVENTS_DROPPED, count=dropped)

@@ -13,7 +13,12 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
+from emulator.eventrate import RateGovernor
+from emulator.kinds import Kind
+
 RESERVED = ("t", "component", "kind")
+# One encoder for every event: json.dumps with arguments builds a new one per call.
+_ENCODE = json.JSONEncoder(separators=(",", ":"), default=str).encode
 
 
 @dataclass(frozen=True, slots=True)
@@ -22,6 +27,10 @@ class Event:
     component: str
     kind: str
     fields: dict[str, Any] = field(default_factory=dict)
+    # The line an event was parsed from, written out again as is: the supervisor passes every
+    # component event on to events.jsonl, and encoding it a second time was a quarter of its
+    # CPU per event. Not an init field, so ``dataclasses.replace`` never carries a stale one.
+    line: str | None = field(default=None, init=False, compare=False, repr=False)
 
     def get(self, name: str, default: Any = None) -> Any:
         return self.fields.get(name, default)
@@ -30,7 +39,9 @@ class Event:
         return {"t": self.t, "component": self.component, "kind": self.kind, **self.fields}
 
     def to_json(self) -> str:
-        return json.dumps(self.to_dict(), separators=(",", ":"), default=str)
+        if self.line is not None:
+            return self.line
+        return _ENCODE({"t": self.t, "component": self.component, "kind": self.kind, **self.fields})
 
     @classmethod
     def from_dict(cls, obj: Any) -> Event:
@@ -47,10 +58,17 @@ class Event:
     @classmethod
     def from_json(cls, line: str | bytes) -> Event:
         try:
-            obj = json.loads(line)
+            text = line.decode() if isinstance(line, bytes) else line
+            obj = json.loads(text)
         except (json.JSONDecodeError, UnicodeDecodeError) as exc:
             raise ValueError(f"not a JSON event line: {exc}") from None
-        return cls.from_dict(obj)
+        event = cls.from_dict(obj)
+        # json.loads took it, so it is one JSON object; kept only if it is also one line for
+        # every reader (ASCII, as our encoder writes: no U+2028 that splitlines() breaks on).
+        text = text.strip()
+        if text.isascii() and "\n" not in text and "\r" not in text:
+            object.__setattr__(event, "line", text)
+        return event
 
 
 class EventSink(Protocol):
@@ -63,7 +81,9 @@ class Emitter:
     """Stamps events with a component name and a wall-clock time and hands them to ``write``.
 
     Wall-clock (not monotonic) time, because events from separate processes are merged and
-    compared by the supervisor.
+    compared by the supervisor. With a :class:`RateGovernor`, ``HIGH`` kinds are counted and
+    sampled under load (a sampled event carries ``sample=N``), and :meth:`report` emits the
+    counts as one ``stats`` event; ``STATE`` kinds always go straight through.
     """
 
     def __init__(
@@ -71,13 +91,38 @@ class Emitter:
         component: str,
         write: Callable[[Event], None],
         clock: Callable[[], float] = time.time,
+        governor: RateGovernor | None = None,
     ) -> None:
         self.component = component
+        self.governor = governor
         self._write = write
         self._clock = clock
 
     def emit(self, kind: str, /, **fields: Any) -> None:
+        governor = self.governor
+        if governor is not None and kind in governor.governed:
+            sample = governor.admit(kind)
+            if not sample:
+                return
+            if sample > 1:
+                fields["sample"] = sample
         self._write(Event(self._clock(), self.component, kind, fields))
+
+    def report(self) -> None:
+        """Emit the governor's counts since its last report, if any changed."""
+        if self.governor is None:
+            return
+        stats = self.governor.tick()
+        if stats is not None:
+            counts, interval = stats
+            self._write(
+                Event(
+                    self._clock(),
+                    self.component,
+                    Kind.STATS,
+                    {"counts": counts, "interval": round(interval, 3)},
+                )
+            )
 
 
 class EventList:

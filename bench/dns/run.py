@@ -10,7 +10,7 @@ query file (SRV ``_sip._tcp``/``_sips._tcp``, A for the peers, A for the rotatin
 some NXDOMAIN) is replayed by dnsperf against each server in turn, A B C A B C ..., with the
 same parameters. Server CPU comes from /proc/<pid>/stat (utime + stime, children included).
 
-Servers listen only on 127.0.56.0/24 port 1053. Every process started here is killed by PID at
+Servers listen only on 127.62.56.0/24 port 1053. Every process started here is killed by PID at
 the end, every wait is bounded, and the temporary directory is removed.
 """
 
@@ -41,14 +41,14 @@ PORT = 1053
 ORIGIN = "uctest.local"
 CLUSTER = f"habibexpc-cluster.{ORIGIN}"
 TTL = 30
-PEERS = ("127.0.56.11", "127.0.56.12")
+PEERS = ("127.62.56.11", "127.62.56.12")
 TICK = os.sysconf("SC_CLK_TCK")
 
 # (name relative to the origin, type, data): the seed's zone, identical for all three servers.
 RECORDS: list[tuple[str, str, str]] = [
     ("@", "SOA", f"ns1.{ORIGIN}. hostmaster.{ORIGIN}. 1 3600 600 86400 {TTL}"),
     ("@", "NS", f"ns1.{ORIGIN}."),
-    ("ns1", "A", "127.0.56.1"),
+    ("ns1", "A", "127.62.56.1"),
 ]
 for _index, _address in enumerate(PEERS, start=1):
     RECORDS += [
@@ -75,6 +75,7 @@ class Server:
     address: str
     argv: list[str]
     process: subprocess.Popen[bytes] | None = None
+    pid: int | None = None  # a process started elsewhere (a lab's DNS server), if no ``process``
     events: int = 0
     rounds: list[dict[str, float]] = field(default_factory=list)
 
@@ -92,7 +93,7 @@ def write_inputs(tmp: Path, events: str) -> dict[str, Path]:
 
     config = {
         "name": "dns-bench",
-        "address": "127.0.56.1",
+        "address": "127.62.56.1",
         "port": PORT,
         "events": events,
         "zones": [
@@ -112,7 +113,7 @@ def write_inputs(tmp: Path, events: str) -> dict[str, Path]:
     nsd_conf = tmp / "nsd.conf"
     nsd_conf.write_text(
         f"""server:
-    ip-address: 127.0.56.3
+    ip-address: 127.62.56.3
     port: {PORT}
     do-ip6: no
     server-count: 1
@@ -276,9 +277,13 @@ DNSPERF_FIELDS = {
 
 
 def dnsperf(server: Server, args: argparse.Namespace, query_file: Path) -> dict[str, float]:
-    assert server.process is not None
-    if server.process.poll() is not None:
-        raise RuntimeError(f"{server.name} exited: {stderr_of(server.process)}")
+    if server.process is not None:
+        if server.process.poll() is not None:
+            raise RuntimeError(f"{server.name} exited: {stderr_of(server.process)}")
+        pid = server.process.pid
+    else:
+        assert server.pid is not None
+        pid = server.pid
     argv = [
         "dnsperf",
         "-s",
@@ -298,7 +303,7 @@ def dnsperf(server: Server, args: argparse.Namespace, query_file: Path) -> dict[
         "-t",
         "2",
     ]
-    cpu_before = tree_cpu(server.process.pid)
+    cpu_before = tree_cpu(pid)
     own_before = resource.getrusage(resource.RUSAGE_CHILDREN)
     wall = time.monotonic()
     done = subprocess.run(
@@ -306,7 +311,7 @@ def dnsperf(server: Server, args: argparse.Namespace, query_file: Path) -> dict[
     )
     wall = time.monotonic() - wall
     own_after = resource.getrusage(resource.RUSAGE_CHILDREN)
-    cpu = tree_cpu(server.process.pid) - cpu_before
+    cpu = tree_cpu(pid) - cpu_before
     if done.returncode != 0:
         raise RuntimeError(f"dnsperf failed against {server.name}: {done.stderr.strip()}")
     result: dict[str, float] = {}
@@ -380,31 +385,31 @@ def benchmark(args: argparse.Namespace) -> int:
             paths["ours"].read_text(),
         ]
         ours = Server(
-            "siplab dnsserver (--events off)", "127.0.56.1", [*ours_argv, "--events", "off"]
+            "siplab dnsserver (--events off)", "127.62.56.1", [*ours_argv, "--events", "off"]
         )
         stock = Server(
             "dnslib DNSServer (thread/request)",
-            "127.0.56.2",
+            "127.62.56.2",
             [
                 sys.executable,
                 str(HERE / "dnslib_server.py"),
                 str(paths["zone"]),
-                "127.0.56.2",
+                "127.62.56.2",
                 str(PORT),
             ],
         )
         nsd_server = Server(
-            "NSD " + nsd_version(nsd), "127.0.56.3", [nsd, "-d", "-c", str(paths["nsd"])]
+            "NSD " + nsd_version(nsd), "127.62.56.3", [nsd, "-d", "-c", str(paths["nsd"])]
         )
         sampled = Server(
             f"siplab dnsserver (--events sample/{args.event_sample})",
-            "127.0.56.4",
+            "127.62.56.4",
             [
                 sys.executable,
                 "-m",
                 "dnsserver",
                 "--config-json",
-                paths["ours"].read_text().replace("127.0.56.1", "127.0.56.4"),
+                paths["ours"].read_text().replace("127.62.56.1", "127.62.56.4"),
                 "--events",
                 "sample",
                 "--event-sample",

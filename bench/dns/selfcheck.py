@@ -1,6 +1,6 @@
 """``run.py --self-check``: our server under load, checked answer by answer (no dnsperf, no NSD).
 
-Starts ``python -m dnsserver`` (events sampled, /metrics on) on 127.0.56.5, fires a few
+Starts ``python -m dnsserver`` (events sampled, /metrics on) on 127.62.56.5, fires a few
 thousand queries from a small asyncio UDP client with many in flight, and checks that every
 answer is the right one for its question (ID, letter case, rcode, records), that the cluster
 name still rotates when answers come from the cache, that a runtime change (the ``replace``
@@ -24,10 +24,10 @@ import dns.rcode
 
 from emulator.lab.testing import ComponentUnderTest
 
-ADDRESS = "127.0.56.5"
+ADDRESS = "127.62.56.5"
 ORIGIN = "uctest.local"
 CLUSTER = f"habibexpc-cluster.{ORIGIN}"
-PEERS = ["127.0.56.11", "127.0.56.12"]
+PEERS = ["127.62.56.11", "127.62.56.12"]
 
 
 def _config() -> dict[str, Any]:
@@ -154,14 +154,14 @@ async def self_check(count: int) -> int:
 
         # A runtime change must be seen by the very next answer (the cache is invalidated).
         reply = await server.request(
-            "replace", records=[{"name": "exp1", "type": "A", "data": "127.0.56.21"}]
+            "replace", records=[{"name": "exp1", "type": "A", "data": "127.62.56.21"}]
         )
         if not reply.get("ok", True) or "error" in reply:
             raise AssertionError(f"replace failed: {reply}")
         again = await _ask(
             client, transport, port, [dns.message.make_query(f"EXP1.{ORIGIN}", "A")], 1
         )
-        if _records(again[0]) != ["127.0.56.21"]:
+        if _records(again[0]) != ["127.62.56.21"]:
             raise AssertionError(f"stale answer after replace: {_records(again[0])}")
 
         await asyncio.sleep(0.2)  # let sampled events arrive

@@ -84,7 +84,7 @@ class DnsSpec(_Model):
     allow_update: bool = True
     tsig: TsigKeyConfig | None = None
     # Query events: every query, one in event_sample, or none (for load tests).
-    events: Literal["all", "sample", "off"] = "all"
+    events: Literal["auto", "all", "sample", "off"] = "auto"
     event_sample: int = Field(default=100, ge=1)
     # Prometheus /metrics on the DNS address (9153, as CoreDNS); null: no listener.
     metrics_port: int | None = Field(default=9153, ge=1, le=65535)

@@ -75,7 +75,7 @@ def test_set_ttl(authority: Authority, editor: ZoneEditor, events: EventList) ->
 
 
 def test_bad_change_requests_leave_the_zone_alone(authority: Authority, editor: ZoneEditor) -> None:
-    with pytest.raises(ValueError, match="SRV data must be"):
+    with pytest.raises(ControlError, match=r"^records\[0\]: _sip._udp SRV: SRV data must be"):
         editor.add({"records": [{"name": "_sip._udp", "type": "SRV", "data": "1 2 exp1"}]})
     with pytest.raises(ControlError, match="CNAME must stand alone"):
         editor.add({"records": [{"name": "exp1", "type": "CNAME", "data": "exp2"}]})
@@ -138,6 +138,33 @@ def test_fault_servfail_for_one_name(authority: Authority, events: EventList) ->
     set_fault(events, authority, {"mode": "servfail", "name": CLUSTER})
     assert ask(authority, CLUSTER)[0].rcode() == dns.rcode.SERVFAIL
     assert ask(authority, "exp1.uctest.local")[0].rcode() == dns.rcode.NOERROR
+
+
+def test_fault_name_without_a_dot_is_relative_to_the_zone(
+    authority: Authority, events: EventList
+) -> None:
+    described = set_fault(events, authority, {"mode": "servfail", "name": "exp1"})
+    assert described["name"] == "exp1.uctest.local"
+    assert ask(authority, "exp1.uctest.local")[0].rcode() == dns.rcode.SERVFAIL
+    assert ask(authority, "exp2.uctest.local")[0].rcode() == dns.rcode.NOERROR
+    # A name already inside a served zone, or ending with a dot, is taken as written.
+    set_fault(events, authority, {"mode": "servfail", "name": "exp2.uctest.local"})
+    assert ask(authority, "exp2.uctest.local")[0].rcode() == dns.rcode.SERVFAIL
+    set_fault(events, authority, {"mode": "servfail", "name": "elsewhere.example."})
+    assert ask(authority, "exp2.uctest.local")[0].rcode() == dns.rcode.NOERROR
+
+
+def test_bad_record_in_add_is_one_line_naming_it(editor: ZoneEditor) -> None:
+    bad = {"name": "exp9", "type": "A", "data": "999.1.1.1"}
+    with pytest.raises(ControlError) as caught:
+        editor.add({"records": [{"name": "exp8", "type": "A", "data": "127.0.0.8"}, bad]})
+    message = str(caught.value)
+    assert message.startswith("records[1]: ")
+    assert "'999.1.1.1'" in message
+    assert "\n" not in message
+    assert "http" not in message
+    with pytest.raises(ControlError, match=r"^records\[0\]: type: Input should be 'A'"):
+        editor.add({"records": [{"name": "exp9", "type": "Q", "data": "1"}]})
 
 
 def test_fault_delay_is_handed_to_the_shell(authority: Authority, events: EventList) -> None:

@@ -12,6 +12,7 @@ from dnsserver.config import DnsServerConfig
 from dnsserver.control import ZoneEditor, set_fault
 from dnsserver.metrics import DnsCollector, parse_address
 from dnsserver.server import DnsServer, _UdpProtocol
+from emulator.eventrate import RateGovernor
 from emulator.events import EventList
 from tests.dnshelpers import CLIENT, seed_server, seed_zone
 
@@ -104,6 +105,29 @@ def test_events_all_sample_off(mode: str, expected: int) -> None:
     assert server.status({})["cache_hits"] == 9
 
 
+def test_events_auto_counts_every_query_and_samples_under_load() -> None:
+    clock = [0.0]
+    governor = RateGovernor(threshold=5, window=1.0, clock=lambda: clock[0])
+    events = EventList()
+    config = seed_server("127.0.0.1").model_copy(update={"events": "auto"})
+    server = DnsServer(config, events, governor=governor)
+    protocol = _UdpProtocol(server)
+    protocol.connection_made(FakeTransport())  # type: ignore[arg-type]
+    query = dns.message.make_query("exp1.uctest.local", "A").to_wire()
+    for _ in range(100):  # all within one window: over the threshold
+        protocol.datagram_received(query, CLIENT)
+    sampled = events.of("dns.query")
+    assert 6 <= len(sampled) < 30
+    assert [e.get("sample", 1) for e in sampled[:8]] == [1] * 6 + [2, 2]
+    clock[0] += 1.0
+    assert governor.tick() == ({"dns.query": 100}, 1.0)
+    for _ in range(3):  # a quiet window after the busy one closed: every query again
+        clock[0] += 1.0
+        governor.tick()
+        protocol.datagram_received(query, CLIENT)
+    assert [e.get("sample", 1) for e in events.of("dns.query")[len(sampled) :]] == [1, 1, 1]
+
+
 def test_counters_reach_the_collector() -> None:
     server, protocol, _, _ = udp_server(events="off")
     for name in ("exp1.uctest.local", "exp1.uctest.local", "nosuch.uctest.local"):
@@ -132,7 +156,7 @@ def test_update_opcode_never_takes_the_fast_path() -> None:
 
 def test_config_fields_and_metrics_address() -> None:
     config = DnsServerConfig(address="127.0.0.1", zones=[seed_zone()])
-    assert (config.events, config.event_sample, config.metrics) == ("all", 100, None)
+    assert (config.events, config.event_sample, config.metrics) == ("auto", 100, None)
     with pytest.raises(ValidationError):
         DnsServerConfig(address="127.0.0.1", zones=[seed_zone()], events="some")  # type: ignore[arg-type]
     with pytest.raises(ValidationError):
