@@ -55,6 +55,21 @@ def _describe(event: Mapping[str, Any]) -> str | None:
             return f"connection {get('flow')} closed: {get('reason')}"
         case "registration.refreshed":
             return f"registration refreshed ({get('expires')} s)"
+        case "process.paused" | "process.resumed":
+            who = " (not by the lab)" if get("by") == "outside" else ""
+            return f"process {get('pid')} {kind.split('.')[1]}{who}"
+        case "component.unresponsive":
+            return "not answering the lab" if get("on") else "answering the lab again"
+        case "component.joined":
+            return f"attached at {get('peer')}"
+        case "component.left":
+            return f"detached: {get('reason')}"
+        case "link.changed":
+            partition = "partitioned" if get("partition") else "not partitioned"
+            impair = {k: v for k, v in (get("impair") or {}).items() if v}
+            return f"link: {partition}" + (f", impaired {impair}" if impair else "")
+        case "scenario.run":
+            return f"scenario run {get('run')} {get('phase')}: {get('fault')} {get('target')}"
     return None
 
 

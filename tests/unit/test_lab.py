@@ -240,3 +240,31 @@ def test_container_labs_stay_inside_the_benchmarking_range(tmp_path: Path) -> No
     assert lab.network == "containers"
     with pytest.raises(ConfigError, match=r"outside 198\.18\.0\.0/15"):
         load_lab(write(tmp_path, inside + "peers: [{name: a, address: 172.17.0.2}]\n"))
+
+
+@pytest.mark.parametrize(
+    ("event", "expected"),
+    [
+        (
+            {"kind": "process.paused", "pid": 7, "by": "outside"},
+            "process 7 paused (not by the lab)",
+        ),
+        ({"kind": "process.resumed", "pid": 7, "by": "lab"}, "process 7 resumed"),
+        ({"kind": "component.unresponsive", "on": True}, "not answering the lab"),
+        ({"kind": "link.changed", "partition": {"remotes": None}, "impair": None}, "partitioned"),
+        (
+            {"kind": "fault.applied", "fault": "dns.servfail", "name": "exp1.uctest.local."},
+            "fault: dns.servfail (for exp1.uctest.local.)",
+        ),
+        (
+            {"kind": "fault.applied", "fault": "kill", "target": "exp1", "pid": 9},
+            "kill exp1 (pid 9)",
+        ),
+    ],
+)
+def test_human_lines_name_what_happened(event: dict[str, Any], expected: str) -> None:
+    from emulator.lab.render import human_lines
+
+    (line,) = human_lines({"t": 0.0, "component": "exp1", **event})
+    assert expected in line
+    assert "None" not in line
