@@ -21,6 +21,11 @@ class ControlError(Exception):
     """The lab refused or could not answer; ``str()`` is the lab's one-line reason."""
 
 
+def auth_headers(handle: LabHandle) -> dict[str, str]:
+    """The bearer token a control plane beyond loopback requires (none on loopback)."""
+    return {"Authorization": f"Bearer {handle.token}"} if handle.token else {}
+
+
 class LabClient:
     def __init__(self, handle: LabHandle, timeout: float = 30.0) -> None:
         self.handle = handle
@@ -28,6 +33,7 @@ class LabClient:
         parts = urlsplit(handle.control)
         self._host = parts.hostname or "127.0.0.1"
         self._port = parts.port or 80
+        self._headers = auth_headers(handle)
 
     def _connection(self, timeout: float | None) -> http.client.HTTPConnection:
         return http.client.HTTPConnection(self._host, self._port, timeout=timeout)
@@ -36,7 +42,8 @@ class LabClient:
         data = json.dumps(body).encode() if body is not None else None
         conn = self._connection(timeout or self.timeout)
         try:
-            conn.request(method, path, body=data, headers={"Content-Type": "application/json"})
+            headers = {"Content-Type": "application/json", **self._headers}
+            conn.request(method, path, body=data, headers=headers)
             response = conn.getresponse()
             raw = response.read()
         except (OSError, http.client.HTTPException) as exc:
@@ -66,7 +73,8 @@ class LabClient:
         """
         conn = self._connection(self._remaining(deadline) if follow else self.timeout)
         try:
-            conn.request("GET", f"/events?since={since}&follow={1 if follow else 0}")
+            path = f"/events?since={since}&follow={1 if follow else 0}"
+            conn.request("GET", path, headers=self._headers)
             response = conn.getresponse()
             while True:
                 if deadline is not None and conn.sock is not None:
