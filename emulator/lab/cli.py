@@ -318,7 +318,7 @@ def labs() -> None:
         click.echo("no lab is running")
         return
     rows = [
-        [h.name, str(h.pid), h.control, time.strftime("%H:%M:%S", time.localtime(h.started))]
+        [h.name, "remote" if h.remote else str(h.pid), h.control, time.strftime("%H:%M:%S", time.localtime(h.started))]
         for h in handles
     ]
     click.echo(_table(["LAB", "PID", "CONTROL", "STARTED"], rows))
@@ -329,6 +329,24 @@ def labs() -> None:
 def check(lab_file: Path | None) -> None:
     """Validate LAB_FILE and print the lab it describes, with every default filled in."""
     click.echo(_load(lab_file).to_yaml(), nl=False)
+
+
+@cli.command()
+@click.argument("lab_file", required=False, type=click.Path(path_type=Path, dir_okay=False))
+def compose(lab_file: Path | None) -> None:
+    """Print LAB_FILE's lab (default: the seed's) as a Docker Compose file.
+
+    siplab compose [LAB.yaml] > compose.yaml; then 'docker compose up -d', and 'siplab status'
+    and every fault command work against the containers (README: "Lab in containers").
+    """
+    from emulator.lab.compose import compose_file
+    from emulator.validation import ConfigError
+
+    lab = _load(lab_file)
+    try:
+        click.echo(compose_file(lab, str(lab_file) if lab_file else "the seed's lab"), nl=False)
+    except ConfigError as exc:
+        _fail(str(exc))
 
 
 @cli.command()
