@@ -318,7 +318,12 @@ def labs() -> None:
         click.echo("no lab is running")
         return
     rows = [
-        [h.name, "remote" if h.remote else str(h.pid), h.control, time.strftime("%H:%M:%S", time.localtime(h.started))]
+        [
+            h.name,
+            "remote" if h.remote else str(h.pid),
+            h.control,
+            time.strftime("%H:%M:%S", time.localtime(h.started)),
+        ]
         for h in handles
     ]
     click.echo(_table(["LAB", "PID", "CONTROL", "STARTED"], rows))

@@ -211,4 +211,3 @@ def _health(ports: list[int], channel: bool = True) -> dict[str, Any]:
     checked = [*ports, CHANNEL_PORT] if channel else ports
     test = ["CMD", "python", "-m", "emulator.lab.container", "health", *map(str, checked)]
     return {"test": test, **HEALTH}
-

@@ -60,7 +60,8 @@ def listening_ports(tables: tuple[str, ...] = ("/proc/net/tcp", "/proc/net/tcp6"
 
 
 def main(argv: list[str]) -> int:
-    usage = f"usage: python -m emulator.lab.container {{{'|'.join(MODULES)}}} ARGS... | health PORT..."
+    modules = "|".join(MODULES)
+    usage = f"usage: python -m emulator.lab.container {{{modules}}} ARGS... | health PORT..."
     if not argv:
         print(usage, file=sys.stderr)
         return 2
