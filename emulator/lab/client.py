@@ -53,15 +53,11 @@ class LabClient:
             ) from None
         finally:
             conn.close()
-        try:
-            payload = json.loads(raw or b"null")
-        except ValueError:
-            payload = None
+        payload = _json_or_none(raw)
         if response.status >= 400:
             if response.status == 504 and isinstance(payload, dict) and "endpoints" in payload:
                 return payload  # /wait timed out: the status still says where things stand
-            message = payload.get("error") if isinstance(payload, dict) else None
-            raise ControlError(message or f"lab answered HTTP {response.status}")
+            raise ControlError(_error_of(response.status, raw))
         return payload
 
     def stream_events(
@@ -76,6 +72,8 @@ class LabClient:
             path = f"/events?since={since}&follow={1 if follow else 0}"
             conn.request("GET", path, headers=self._headers)
             response = conn.getresponse()
+            if response.status >= 400:
+                raise ControlError(_error_of(response.status, response.read()))
             while True:
                 if deadline is not None and conn.sock is not None:
                     remaining = self._remaining(deadline)
@@ -97,3 +95,17 @@ class LabClient:
     @staticmethod
     def _remaining(deadline: float | None) -> float | None:
         return None if deadline is None else max(0.0, deadline - time.monotonic())
+
+
+def _json_or_none(raw: bytes) -> Any:
+    try:
+        return json.loads(raw or b"null")
+    except ValueError:
+        return None
+
+
+def _error_of(status: int, raw: bytes) -> str:
+    """The lab's one-line reason for refusing a request."""
+    payload = _json_or_none(raw)
+    message = payload.get("error") if isinstance(payload, dict) else None
+    return str(message or f"lab answered HTTP {status}")

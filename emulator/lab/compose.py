@@ -154,14 +154,14 @@ def compose_file(lab: LabConfig, source: str = "the seed's lab") -> str:
         services[peer.name] = service(
             "registrar", peer.name, config.model_dump_json(), peer.address, ports
         )
-    ready = {name: {"condition": "service_healthy"} for name in services}
+    ready = list(services)
     for spec in inside.endpoints:
         assert spec.name is not None
         name = service_name(spec.name, endpoints)
         config = inside.endpoint_config(spec.name).model_dump_json()
         services[name] = service("endpoint", spec.name, config, spec.address, [])
-        services[name]["depends_on"] = ready  # it resolves and registers at start
-    if "lab" in services or len(services) < len(inside.component_names()):
+        services[name]["depends_on"] = _healthy(ready)  # it resolves and registers at start
+    if "lab" in services or len(services) < 1 + len(peers) + len(endpoints):
         raise ConfigError("a component may not be named 'lab' (the supervisor's service)")
     services["lab"] = {
         "image": IMAGE,
@@ -182,7 +182,7 @@ def compose_file(lab: LabConfig, source: str = "the seed's lab") -> str:
         "networks": {"lab": {"ipv4_address": str(lab_address)}},
         "volumes": ["secrets:/run/siplab", "${SIPLAB_STATE_DIR:-~/.local/state/siplab}:/state"],
         "healthcheck": _health([CONTROL_PORT], channel=False),
-        "depends_on": {name: {"condition": "service_healthy"} for name in services},
+        "depends_on": _healthy(list(services)),
     }
     document = {
         "version": "2.4",
@@ -200,6 +200,10 @@ def compose_file(lab: LabConfig, source: str = "the seed's lab") -> str:
     # One configuration per line, however long: a reader finds each, a diff shows each.
     body = yaml.safe_dump(document, sort_keys=False, width=1 << 20, default_flow_style=False)
     return header + body
+
+
+def _healthy(names: list[str]) -> dict[str, Any]:
+    return {name: {"condition": "service_healthy"} for name in names}
 
 
 def _literal(text: str) -> str:
