@@ -199,8 +199,20 @@ def test_docker_verbs_on_a_compose_lab_are_seen_by_siplab(compose_lab: ComposeLa
     )
     assert refused.returncode == 1
     assert f"docker compose kill {first}" in refused.stderr
+    lab.siplab("maintenance", other, "off")
     roomos = lab.siplab("events", "--format", "roomos")
     assert "Registered as '1001@uctest.local'" in roomos
+
+    # A scripted experiment on the running container lab (maintenance: the next refresh).
+    out = lab.work / "failover"
+    lab.run(
+        *(sys.executable, "-m", "emulator.lab.cli", "scenario", "failover", "--running"),
+        *("compose-test", "--fault", "maintenance", "--runs", "1", "--out", str(out)),
+        timeout=120,
+    )
+    summary = json.loads((out / "report.json").read_text())["summary"]
+    assert summary["affected"] >= 1
+    assert summary["recovered"] == summary["affected"]
 
     # 'siplab down' stops the supervisor (in its container) and its state file goes.
     lab.siplab("down")
