@@ -4,7 +4,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: lab test lint venv clean
+.PHONY: lab test lint venv clean compose-test
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -23,6 +23,11 @@ test: $(STAMP)
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
+
+# The lab in containers on a Docker engine this starts and stops (root, Debian's docker.io,
+# docker-compose and debootstrap; see tests/containers/run.sh).
+compose-test: $(STAMP)
+	bash tests/containers/run.sh
 
 lint: $(STAMP)
 	$(BIN)/ruff check .

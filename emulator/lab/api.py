@@ -22,7 +22,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Self
 
-from emulator.lab.client import ControlError
+from emulator.lab.client import ControlError, auth_headers
 from emulator.lab.launch import LaunchError, launch
 from emulator.lab.ops import (
     DOWN_TIMEOUT,
@@ -73,7 +73,9 @@ class Lab(LabOps):
         if self._session is None:
             import aiohttp
 
-            self._session = aiohttp.ClientSession(self.handle.control)
+            self._session = aiohttp.ClientSession(
+                self.handle.control, headers=auth_headers(self.handle)
+            )
         return self._session
 
     async def _call(  # type: ignore[override]

@@ -318,7 +318,12 @@ def labs() -> None:
         click.echo("no lab is running")
         return
     rows = [
-        [h.name, str(h.pid), h.control, time.strftime("%H:%M:%S", time.localtime(h.started))]
+        [
+            h.name,
+            "remote" if h.remote else str(h.pid),
+            h.control,
+            time.strftime("%H:%M:%S", time.localtime(h.started)),
+        ]
         for h in handles
     ]
     click.echo(_table(["LAB", "PID", "CONTROL", "STARTED"], rows))
@@ -329,6 +334,24 @@ def labs() -> None:
 def check(lab_file: Path | None) -> None:
     """Validate LAB_FILE and print the lab it describes, with every default filled in."""
     click.echo(_load(lab_file).to_yaml(), nl=False)
+
+
+@cli.command()
+@click.argument("lab_file", required=False, type=click.Path(path_type=Path, dir_okay=False))
+def compose(lab_file: Path | None) -> None:
+    """Print LAB_FILE's lab (default: the seed's) as a Docker Compose file.
+
+    siplab compose [LAB.yaml] > compose.yaml; then 'docker compose up -d', and 'siplab status'
+    and every fault command work against the containers (README: "Lab in containers").
+    """
+    from emulator.lab.compose import compose_file
+    from emulator.validation import ConfigError
+
+    lab = _load(lab_file)
+    try:
+        click.echo(compose_file(lab, str(lab_file) if lab_file else "the seed's lab"), nl=False)
+    except ConfigError as exc:
+        _fail(str(exc))
 
 
 @cli.command()
@@ -508,6 +531,13 @@ def scenario() -> None:
     type=click.Path(path_type=Path, dir_okay=False),
     help="Lab file to run the experiment on (default: the seed's lab).",
 )
+@click.option(
+    "--running",
+    metavar="NAME",
+    help="Run on this lab, already running (e.g. in containers), and leave it running "
+    "(--lab, --option and --endpoints then do not apply; with attached components, fault "
+    "maintenance, partition or impair).",
+)
 @click.option("--target", metavar="PEER", help="Fault this peer every run.")
 @click.option(
     "--out",
@@ -528,6 +558,7 @@ def scenario_failover(
     runs: int,
     endpoints: int | None,
     lab_file: Path | None,
+    running: str | None,
     target: str | None,
     out: Path | None,
     timeout: float,
@@ -549,14 +580,20 @@ def scenario_failover(
     )
     from emulator.runtime import run_loop
 
-    base = _load(lab_file)
-    try:
-        lab = experiment_lab(base, option, endpoints)
-    except ScenarioUnavailable as exc:
-        _fail(str(exc))
+    lab: LabConfig | None = None
+    if running is None:
+        try:
+            lab = experiment_lab(_load(lab_file), option, endpoints)
+        except ScenarioUnavailable as exc:
+            _fail(str(exc))
+        click.echo(
+            f"{fault} x{runs} on lab {lab.name!r} ({len(lab.endpoints)} endpoint(s))", err=True
+        )
+    else:
+        _lab(running)  # a lab that is not running says so in one line
+        click.echo(f"{fault} x{runs} on running lab {running!r}", err=True)
     out = out or Path(f"siplab-failover-{time.strftime('%Y%m%d-%H%M%S')}")
     fault_args = {"delay": delay, "loss": loss} if fault == "impair" else {}
-    click.echo(f"{fault} x{runs} on lab {lab.name!r} ({len(lab.endpoints)} endpoint(s))", err=True)
     with click.progressbar(length=runs, label="runs", file=sys.stderr) as bar:
         done = [0]
 
@@ -576,6 +613,7 @@ def scenario_failover(
                     settle_timeout=timeout,
                     fault_args=fault_args,
                     progress=progress,
+                    running=running,
                 )
             )
         except (ScenarioError, ControlError, ValueError) as exc:

@@ -21,6 +21,11 @@ class ControlError(Exception):
     """The lab refused or could not answer; ``str()`` is the lab's one-line reason."""
 
 
+def auth_headers(handle: LabHandle) -> dict[str, str]:
+    """The bearer token a control plane beyond loopback requires (none on loopback)."""
+    return {"Authorization": f"Bearer {handle.token}"} if handle.token else {}
+
+
 class LabClient:
     def __init__(self, handle: LabHandle, timeout: float = 30.0) -> None:
         self.handle = handle
@@ -28,6 +33,7 @@ class LabClient:
         parts = urlsplit(handle.control)
         self._host = parts.hostname or "127.0.0.1"
         self._port = parts.port or 80
+        self._headers = auth_headers(handle)
 
     def _connection(self, timeout: float | None) -> http.client.HTTPConnection:
         return http.client.HTTPConnection(self._host, self._port, timeout=timeout)
@@ -36,7 +42,8 @@ class LabClient:
         data = json.dumps(body).encode() if body is not None else None
         conn = self._connection(timeout or self.timeout)
         try:
-            conn.request(method, path, body=data, headers={"Content-Type": "application/json"})
+            headers = {"Content-Type": "application/json", **self._headers}
+            conn.request(method, path, body=data, headers=headers)
             response = conn.getresponse()
             raw = response.read()
         except (OSError, http.client.HTTPException) as exc:
@@ -46,15 +53,11 @@ class LabClient:
             ) from None
         finally:
             conn.close()
-        try:
-            payload = json.loads(raw or b"null")
-        except ValueError:
-            payload = None
+        payload = _json_or_none(raw)
         if response.status >= 400:
             if response.status == 504 and isinstance(payload, dict) and "endpoints" in payload:
                 return payload  # /wait timed out: the status still says where things stand
-            message = payload.get("error") if isinstance(payload, dict) else None
-            raise ControlError(message or f"lab answered HTTP {response.status}")
+            raise ControlError(_error_of(response.status, raw))
         return payload
 
     def stream_events(
@@ -66,8 +69,11 @@ class LabClient:
         """
         conn = self._connection(self._remaining(deadline) if follow else self.timeout)
         try:
-            conn.request("GET", f"/events?since={since}&follow={1 if follow else 0}")
+            path = f"/events?since={since}&follow={1 if follow else 0}"
+            conn.request("GET", path, headers=self._headers)
             response = conn.getresponse()
+            if response.status >= 400:
+                raise ControlError(_error_of(response.status, response.read()))
             while True:
                 if deadline is not None and conn.sock is not None:
                     remaining = self._remaining(deadline)
@@ -89,3 +95,17 @@ class LabClient:
     @staticmethod
     def _remaining(deadline: float | None) -> float | None:
         return None if deadline is None else max(0.0, deadline - time.monotonic())
+
+
+def _json_or_none(raw: bytes) -> Any:
+    try:
+        return json.loads(raw or b"null")
+    except ValueError:
+        return None
+
+
+def _error_of(status: int, raw: bytes) -> str:
+    """The lab's one-line reason for refusing a request."""
+    payload = _json_or_none(raw)
+    message = payload.get("error") if isinstance(payload, dict) else None
+    return str(message or f"lab answered HTTP {status}")

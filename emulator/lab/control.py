@@ -1,4 +1,9 @@
-"""The lab's control plane: a small HTTP/JSON API served by the supervisor on loopback.
+"""The lab's control plane: a small HTTP/JSON API served by the supervisor.
+
+On loopback it needs no credentials (like the rest of the lab's loopback sockets). Beyond
+loopback — a supervisor in a container, published to the host — every request must carry
+``Authorization: Bearer <token>``; the token is written with the lab's state file, where
+``siplab`` and the ``Lab`` API find it.
 
 aiohttp serves it because the supervisor is already an asyncio program and the event stream
 (``GET /events?follow=1``, newline-delimited JSON) needs a streaming response.
@@ -17,12 +22,14 @@ Routes:
 from __future__ import annotations
 
 import asyncio
+import hmac
 import json
 from collections.abc import Awaitable, Callable
 from typing import Any
 
 from aiohttp import web
 
+from emulator.channel import ChannelSpec
 from emulator.lab.link import ControlFailure
 from emulator.lab.supervisor import Supervisor
 
@@ -30,14 +37,17 @@ MAX_WAIT = 300.0
 
 
 class ControlPlane:
-    def __init__(self, supervisor: Supervisor, shutdown: Callable[[], None]) -> None:
+    def __init__(
+        self, supervisor: Supervisor, shutdown: Callable[[], None], token: str | None = None
+    ) -> None:
         self.supervisor = supervisor
         self._shutdown = shutdown
+        self._token = token
         self._runner: web.AppRunner | None = None
         self.url = ""
 
     def app(self) -> web.Application:
-        app = web.Application(middlewares=[_errors])
+        app = web.Application(middlewares=[_errors, self._authorize])
         app.router.add_get("/status", self.status)
         app.router.add_get("/events", self.events)
         app.router.add_get("/wait", self.wait)
@@ -48,6 +58,8 @@ class ControlPlane:
         return app
 
     async def start(self, host: str = "127.0.0.1", port: int = 0) -> str:
+        if self._token is None and ChannelSpec("listen", host, port).needs_token():
+            raise ValueError(f"a control plane on {host} (beyond loopback) needs a token")
         self._runner = web.AppRunner(self.app(), access_log=None, handle_signals=False)
         await self._runner.setup()
         site = web.TCPSite(self._runner, host, port)
@@ -59,6 +71,23 @@ class ControlPlane:
     async def close(self) -> None:
         if self._runner is not None:
             await self._runner.cleanup()
+
+    @web.middleware
+    async def _authorize(
+        self,
+        request: web.Request,
+        handler: Callable[[web.Request], Awaitable[web.StreamResponse]],
+    ) -> web.StreamResponse:
+        if self._token is not None:
+            scheme, _, given = request.headers.get("Authorization", "").partition(" ")
+            if scheme.lower() != "bearer" or not hmac.compare_digest(
+                given.strip().encode(), self._token.encode()
+            ):
+                raise web.HTTPUnauthorized(
+                    text=_json_error("this lab's control plane needs its bearer token"),
+                    headers={"WWW-Authenticate": "Bearer"},
+                )
+        return await handler(request)
 
     async def status(self, request: web.Request) -> web.Response:
         return web.json_response(self._status())

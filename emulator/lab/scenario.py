@@ -243,7 +243,7 @@ def experiment_lab(base: LabConfig, option: str, endpoints: int | None) -> LabCo
 
 
 async def run_experiment(
-    lab_config: LabConfig,
+    lab_config: LabConfig | None,
     *,
     option: str,
     fault: str,
@@ -253,26 +253,36 @@ async def run_experiment(
     settle_timeout: float = 60.0,
     fault_args: dict[str, Any] | None = None,
     progress: Callable[[int, int], None] | None = None,
+    running: str | None = None,
 ) -> tuple[Report, dict[str, Path]]:
     """Start ``lab_config``, run the experiment, write report.json and timeline.png to ``out``,
-    and stop the lab whatever happens."""
+    and stop the lab whatever happens — or run it on the lab named ``running`` (one in
+    containers, say), which is left running."""
     from emulator.lab.api import Lab
     from emulator.lab.report import load_events, write_outputs
 
     args = dict(fault_args or {})
     if fault == "maintenance":
         args.setdefault("on", True)
+    experiment = functools.partial(
+        run_failover,
+        option=option,
+        fault=fault,
+        runs=runs,
+        target=target,
+        settle_timeout=settle_timeout,
+        fault_args=args,
+        progress=progress,
+    )
+    if running is not None:
+        async with Lab.attach(running) as lab:
+            report = await experiment(lab)
+            recorded = await lab.events()
+        events = [{k: v for k, v in event.items() if k != "seq"} for event in recorded]
+        return report, write_outputs(report, events, out)
+    assert lab_config is not None
     async with await Lab.up(lab_config, timeout=settle_timeout) as lab:
-        report = await run_failover(
-            lab,
-            option=option,
-            fault=fault,
-            runs=runs,
-            target=target,
-            settle_timeout=settle_timeout,
-            fault_args=args,
-            progress=progress,
-        )
+        report = await experiment(lab)
         events_path = lab.run_dir / "events.jsonl"
     events = load_events(events_path)  # the whole record, flushed now that the lab stopped
     return report, write_outputs(report, events, out)

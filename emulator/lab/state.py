@@ -2,6 +2,10 @@
 
 ``<state dir>/<lab name>/lab.json`` names the supervisor's PID and its control-plane URL; the
 directory also holds the lab's ``events.jsonl`` and, for a detached lab, ``supervisor.log``.
+A lab whose supervisor runs in a container (``docker compose up``) writes the same file into a
+host directory bind-mounted as its state dir, marked ``remote``: its PID means nothing here, so
+it is alive while its control plane accepts connections, and it carries the bearer token its
+control plane requires (the file is readable by its owner only).
 The state dir is ``$SIPLAB_STATE_DIR``, else ``$XDG_STATE_HOME/siplab``, else
 ``~/.local/state/siplab``.
 """
@@ -10,8 +14,11 @@ from __future__ import annotations
 
 import json
 import os
-from dataclasses import asdict, dataclass
+import socket
+import time
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
+from urllib.parse import urlsplit
 
 STATE_ENV = "SIPLAB_STATE_DIR"
 LAB_ENV = "SIPLAB_LAB"
@@ -28,6 +35,10 @@ class LabHandle:
     control: str  # http://127.0.0.1:PORT
     run_dir: str
     started: float
+    # Bearer token of a control plane that listens beyond loopback (None on loopback).
+    token: str | None = None
+    # The supervisor is not a process of this host (a container): no PID to check or signal.
+    remote: bool = False
 
 
 def state_dir() -> Path:
@@ -46,7 +57,11 @@ def run_dir(name: str, root: Path | None = None) -> Path:
 def write_handle(handle: LabHandle, root: Path | None = None) -> None:
     path = run_dir(handle.name, root) / "lab.json"
     tmp = path.with_suffix(".tmp")
-    tmp.write_text(json.dumps(asdict(handle)), encoding="utf-8")
+    tmp.unlink(missing_ok=True)
+    # Owner-only: the file may carry the control plane's token.
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    with os.fdopen(fd, "w", encoding="utf-8") as file:
+        file.write(json.dumps(asdict(handle)))
     tmp.replace(path)  # readers never see half a file
 
 
@@ -84,10 +99,41 @@ def read_handle(name: str, root: Path | None = None) -> LabHandle | None:
         handle = LabHandle(**json.loads(path.read_text(encoding="utf-8")))
     except (OSError, ValueError, TypeError):
         return None
-    if not pid_alive(handle.pid):
+    if handle.remote:
+        # Written inside a container: its run_dir is the container's view of this directory.
+        handle = replace(handle, run_dir=str(path.parent))
+    if not handle_alive(handle):
         path.unlink(missing_ok=True)  # the supervisor died without cleaning up
         return None
     return handle
+
+
+def handle_alive(handle: LabHandle) -> bool:
+    return control_reachable(handle.control) if handle.remote else pid_alive(handle.pid)
+
+
+def control_reachable(url: str, timeout: float = 1.0) -> bool:
+    """Whether something accepts connections at a control-plane URL (a container's published
+    port is refused once the container is gone)."""
+    parts = urlsplit(url)
+    try:
+        with socket.create_connection((parts.hostname or "127.0.0.1", parts.port or 80), timeout):
+            return True
+    except OSError:
+        return False
+
+
+def wait_remote_stopped(handle: LabHandle, timeout: float) -> bool:
+    """Wait until a remote supervisor removed its state file (it does as it stops) or stopped
+    answering; a file left by a supervisor that is gone is removed."""
+    path = Path(handle.run_dir) / "lab.json"
+    deadline = time.monotonic() + timeout
+    while path.exists() and control_reachable(handle.control):
+        if time.monotonic() > deadline:
+            return False
+        time.sleep(0.05)
+    path.unlink(missing_ok=True)
+    return True
 
 
 def running_labs(root: Path | None = None) -> list[LabHandle]:

@@ -22,7 +22,7 @@ from emulator.lab.ops import (
     load_source,
     timeout_message,
 )
-from emulator.lab.state import LabHandle, pid_alive, remove_handle
+from emulator.lab.state import LabHandle, pid_alive, remove_handle, wait_remote_stopped
 
 
 class SyncLab(LabOps):
@@ -100,7 +100,12 @@ class SyncLab(LabOps):
 
 
 def await_stopped(handle: LabHandle, timeout: float) -> None:
-    """Wait for the supervisor to go; past ``timeout``, stop it by its PID."""
+    """Wait for the supervisor to go; past ``timeout``, stop it by its PID (a remote one, in a
+    container, has no PID here: its owner, e.g. ``docker compose``, stops what is left)."""
+    if handle.remote:
+        if not wait_remote_stopped(handle, timeout):
+            raise ControlError(f"lab {handle.name!r} ({handle.control}) did not stop")
+        return
     if not wait_pid_exit(handle.pid, timeout) and not stop_pid(handle.pid, 5.0):
         raise ControlError(f"lab {handle.name!r} (pid {handle.pid}) did not stop")
     remove_handle(handle.name, Path(handle.run_dir).parent)
