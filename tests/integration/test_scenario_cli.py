@@ -49,14 +49,20 @@ def test_failover_scenario_writes_a_report_and_a_timeline(tmp_path: Path) -> Non
     records = report["records"]
     assert len(records) == 3 * 2  # one per run and endpoint
     assert {r["aor"] for r in records} == {"1001@uctest.local", "1002@uctest.local"}
-    for record in records:
-        assert record["affected"] is True
+    affected = [r for r in records if r["affected"]]
+    # SRV spreads the endpoints; the busiest peer is faulted, so each run moves at least one.
+    assert {r["run"] for r in affected} == {1, 2, 3}
+    for record in affected:
         assert 0 <= record["detection"] <= record["recovery"]
         assert record["gap"] == pytest.approx(record["recovery"])  # kill: lost at the fault
         assert record["recovered_to"] != record["peer"]
+    for record in records:
+        if not record["affected"]:
+            assert record["detection"] is None
+            assert record["recovery"] is None
     for metric in ("detection", "recovery", "gap"):
         summary = report["summary"][metric]
-        assert summary["count"] == 6
+        assert summary["count"] == len(affected)
         assert summary["median"] <= summary["p90"] <= summary["p99"] <= summary["max"]
     with Image.open(out / "timeline.png") as picture:
         picture.verify()
