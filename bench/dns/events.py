@@ -35,6 +35,7 @@ sys.path[:0] = [str(HERE), str(HERE.parent)]
 
 from benchlab import DetachedLab, cpu_seconds  # noqa: E402  (bench/benchlab.py)
 from run import (  # noqa: E402  (bench/dns/run.py)
+    NET,
     ORIGIN,
     PEERS,
     PORT,
@@ -51,7 +52,7 @@ from run import (  # noqa: E402  (bench/dns/run.py)
     write_inputs,
 )
 
-STANDALONE, OFF, NSD, LAB = "127.62.56.1", "127.62.56.2", "127.62.56.3", "127.62.56.4"
+STANDALONE, OFF, NSD, LAB = (f"{NET}.{host}" for host in (1, 2, 3, 4))
 
 
 def lab_dict() -> dict[str, object]:

@@ -10,8 +10,8 @@ query file (SRV ``_sip._tcp``/``_sips._tcp``, A for the peers, A for the rotatin
 some NXDOMAIN) is replayed by dnsperf against each server in turn, A B C A B C ..., with the
 same parameters. Server CPU comes from /proc/<pid>/stat (utime + stime, children included).
 
-Servers listen only on 127.62.56.0/24 port 1053. Every process started here is killed by PID at
-the end, every wait is bounded, and the temporary directory is removed.
+Servers listen only on one claimed loopback /24 (NET), port 1053. Every process started here
+is killed by PID at the end, every wait is bounded, and the temporary directory is removed.
 """
 
 from __future__ import annotations
@@ -35,20 +35,26 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from emulator.lab.addresses import next_block
+
 REPO = Path(__file__).resolve().parents[2]
 HERE = Path(__file__).resolve().parent
+
 PORT = 1053
 ORIGIN = "uctest.local"
 CLUSTER = f"habibexpc-cluster.{ORIGIN}"
 TTL = 30
-PEERS = ("127.62.56.11", "127.62.56.12")
+# A loopback /24 nobody else on this machine holds (emulator.lab.addresses): benchmarks and test
+# runs side by side never share an address.
+NET = next_block().prefix
+PEERS = (f"{NET}.11", f"{NET}.12")
 TICK = os.sysconf("SC_CLK_TCK")
 
 # (name relative to the origin, type, data): the seed's zone, identical for all three servers.
 RECORDS: list[tuple[str, str, str]] = [
     ("@", "SOA", f"ns1.{ORIGIN}. hostmaster.{ORIGIN}. 1 3600 600 86400 {TTL}"),
     ("@", "NS", f"ns1.{ORIGIN}."),
-    ("ns1", "A", "127.62.56.1"),
+    ("ns1", "A", f"{NET}.1"),
 ]
 for _index, _address in enumerate(PEERS, start=1):
     RECORDS += [
@@ -93,7 +99,7 @@ def write_inputs(tmp: Path, events: str) -> dict[str, Path]:
 
     config = {
         "name": "dns-bench",
-        "address": "127.62.56.1",
+        "address": f"{NET}.1",
         "port": PORT,
         "events": events,
         "zones": [
@@ -113,7 +119,7 @@ def write_inputs(tmp: Path, events: str) -> dict[str, Path]:
     nsd_conf = tmp / "nsd.conf"
     nsd_conf.write_text(
         f"""server:
-    ip-address: 127.62.56.3
+    ip-address: {NET}.3
     port: {PORT}
     do-ip6: no
     server-count: 1
@@ -385,31 +391,31 @@ def benchmark(args: argparse.Namespace) -> int:
             paths["ours"].read_text(),
         ]
         ours = Server(
-            "siplab dnsserver (--events off)", "127.62.56.1", [*ours_argv, "--events", "off"]
+            "siplab dnsserver (--events off)", f"{NET}.1", [*ours_argv, "--events", "off"]
         )
         stock = Server(
             "dnslib DNSServer (thread/request)",
-            "127.62.56.2",
+            f"{NET}.2",
             [
                 sys.executable,
                 str(HERE / "dnslib_server.py"),
                 str(paths["zone"]),
-                "127.62.56.2",
+                f"{NET}.2",
                 str(PORT),
             ],
         )
         nsd_server = Server(
-            "NSD " + nsd_version(nsd), "127.62.56.3", [nsd, "-d", "-c", str(paths["nsd"])]
+            "NSD " + nsd_version(nsd), f"{NET}.3", [nsd, "-d", "-c", str(paths["nsd"])]
         )
         sampled = Server(
             f"siplab dnsserver (--events sample/{args.event_sample})",
-            "127.62.56.4",
+            f"{NET}.4",
             [
                 sys.executable,
                 "-m",
                 "dnsserver",
                 "--config-json",
-                paths["ours"].read_text().replace("127.62.56.1", "127.62.56.4"),
+                paths["ours"].read_text().replace(f"{NET}.1", f"{NET}.4"),
                 "--events",
                 "sample",
                 "--event-sample",

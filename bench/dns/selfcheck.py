@@ -22,12 +22,14 @@ import dns.flags
 import dns.message
 import dns.rcode
 
+from emulator.lab.addresses import next_block
 from emulator.lab.testing import ComponentUnderTest
 
-ADDRESS = "127.62.56.5"
+NET = next_block().prefix
+ADDRESS = f"{NET}.5"
 ORIGIN = "uctest.local"
 CLUSTER = f"habibexpc-cluster.{ORIGIN}"
-PEERS = ["127.62.56.11", "127.62.56.12"]
+PEERS = [f"{NET}.11", f"{NET}.12"]
 
 
 def _config() -> dict[str, Any]:

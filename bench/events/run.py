@@ -13,8 +13,8 @@ from ``$SIPLAB_STATE_DIR/<lab>/lab.json``) is read before and after the load; th
 counted from the lab's ``events.jsonl``. Printed: CPU per REGISTER of each, the ratio
 supervisor / peer (target <= 0.1), and the supervisor's CPU per event it handled.
 
-Addresses: 127.62.60.0/24 only. Every process started here is stopped by PID; the temporary
-directory is removed.
+Addresses: one claimed loopback /24 (emulator.lab.addresses). Every process started here is
+stopped by PID; the temporary directory is removed.
 """
 
 from __future__ import annotations
@@ -32,7 +32,9 @@ sys.path.insert(0, str(HERE.parent))
 
 from benchlab import DetachedLab, cpu_seconds  # noqa: E402  (bench/benchlab.py)
 
-PREFIX = "127.62.60"
+from emulator.lab.addresses import next_block  # noqa: E402
+
+PREFIX = next_block().prefix  # a loopback /24 nobody else here holds
 PEER = f"{PREFIX}.11"
 CLIENT = f"{PREFIX}.100"
 DOMAIN = "uctest.local"
