@@ -1,6 +1,6 @@
 """``bench/dns/run.py --self-check``: the server under load, answers checked one by one.
 
-Needs neither dnsperf nor NSD; listens on 127.62.56.5 (the benchmark's range)."""
+Needs neither dnsperf nor NSD; listens on a loopback /24 it claims."""
 
 from __future__ import annotations
 

@@ -1,6 +1,6 @@
 """The rate governor in a real component process: counts are exact whatever gets sampled.
 
-Addresses: 127.62.53.0/24 only.
+Addresses: a /24 from the session's claimed /16 (tests.labs.allocate_prefix).
 """
 
 from __future__ import annotations
@@ -14,6 +14,7 @@ import pytest
 
 from dnsserver.config import DnsServerConfig
 from tests.dnshelpers import seed_zone
+from tests.labs import allocate_prefix
 
 pytestmark = pytest.mark.integration
 
@@ -21,7 +22,7 @@ QUERIES = 600
 
 
 async def test_default_events_count_every_query_in_stats(start_dns: Callable[..., Any]) -> None:
-    address = "127.62.53.10"
+    address = f"{allocate_prefix()}.10"
     config = DnsServerConfig(address=address, port=1053, zones=[seed_zone()])
     assert config.events == "auto"
     process = await start_dns(config)

@@ -1,7 +1,7 @@
 """The event-cost benchmarks' ``--self-check`` modes: small, seconds, the reference tools real.
 
 ``bench/events/run.py`` needs SIPp (Debian: sip-tester); ``bench/dns/events.py`` needs dnsperf
-and NSD. Each starts a lab with ``siplab up --detach`` on 127.62.0.0/16 and stops it.
+and NSD. Each starts a lab with ``siplab up --detach`` on a loopback /24 it claims and stops it.
 """
 
 from __future__ import annotations
