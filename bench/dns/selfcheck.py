@@ -1,7 +1,7 @@
 """``run.py --self-check``: our server under load, checked answer by answer (no dnsperf, no NSD).
 
-Starts ``python -m dnsserver`` (events sampled, /metrics on) on a loopback /24 it claims, fires a few
-thousand queries from a small asyncio UDP client with many in flight, and checks that every
+Starts ``python -m dnsserver`` (events sampled, /metrics on) on a loopback /24 it claims, fires a
+few thousand queries from a small asyncio UDP client with many in flight, and checks that every
 answer is the right one for its question (ID, letter case, rcode, records), that the cluster
 name still rotates when answers come from the cache, that a runtime change (the ``replace``
 control op) is seen by the very next query, and that the Prometheus counters moved.
