@@ -139,8 +139,8 @@ FLOW_TRANSITIONS: dict[FlowState, dict[FlowInput, FlowState]] = {
         _I.INTERVAL_TOO_BRIEF: _F.REFRESHING,
         _I.DEREGISTER: _F.UNREGISTERING,
     },
+    # Transient: entered and left within one call, as the failover policy decides at once.
     _F.FAILED: {
-        **_ANY,
         _I.NEXT_TARGET: _F.CONNECTING,
         _I.REQUERY: _F.RESOLVING,
         _I.EXHAUSTED: _F.BACKOFF,
