@@ -739,14 +739,15 @@ class Registration:
         self._fail(reg, _I.FORBIDDEN if status == 403 else _I.REJECTED, reason, now)
 
     def _finish_deregister(self, reg: _RegFlow, response: Response, now: float) -> None:
-        if response.status in (401, 407) and not reg.answered:
+        status = response.status
+        if status in (401, 407) and not reg.answered and self.config.username is not None:
             with contextlib.suppress(DigestError):
                 self._take_challenge(reg, response)
                 self._move(reg, _I.CHALLENGE, now)
                 reg.answered = True
                 self._send_register(reg, now, expires=0)
                 return
-        self._move(reg, _I.OK if response.status < 300 else _I.REJECTED, now)
+        self._move(reg, _final_input(status), now)
         self._close(reg)
 
     def _take_challenge(self, reg: _RegFlow, response: Response) -> Challenge:
@@ -789,7 +790,10 @@ class Registration:
                 transport = (uri.params.get("transport") or "").lower() or (
                     "tls" if uri.scheme == "sips" else "udp"
                 )
-                if transport not in ("udp", "tcp", "tls"):
+                if transport not in ("udp", "tcp", "tls") or not usable(
+                    Target(0, transport, "", 0, False),  # type: ignore[arg-type]
+                    self.config.transport,
+                ):
                     continue
                 port = uri.port or default_port(transport)  # type: ignore[arg-type]
                 target = Target(
@@ -882,6 +886,10 @@ class Registration:
 
     def _fail(self, reg: _RegFlow, event: FlowInput, reason: str, now: float) -> None:
         """Report Failed, then fail over (or back off when nothing is left to try)."""
+        if reg.state is _F.UNREGISTERING:
+            self._move(reg, event, now)  # going away anyway: no failover
+            self._close(reg)
+            return
         retry_only = event is _I.RESOLVE_FAILED
         if reg.target is not None and not retry_only:
             self._failed_at[_target_key(reg.target)] = now
@@ -906,6 +914,21 @@ class Registration:
         reg.backoffs += 1
         reg.retry_at = now + wait
         self._emit(reg, Kind.REGISTRATION_BACKOFF, wait=round(wait, 3))
+
+
+def _final_input(status: int) -> FlowInput:
+    """The table's input for a final response, by class (RFC 3261 §21)."""
+    if 200 <= status < 300:
+        return _I.OK
+    if 300 <= status < 400:
+        return _I.REDIRECT
+    if status in (401, 407):
+        return _I.AUTH_REJECTED
+    if status == 423:
+        return _I.INTERVAL_TOO_BRIEF
+    if status == 403:
+        return _I.FORBIDDEN
+    return _I.REJECTED
 
 
 def _via(flow: Flow) -> str:

@@ -144,7 +144,6 @@ FLOW_TRANSITIONS: dict[FlowState, dict[FlowInput, FlowState]] = {
         _I.NEXT_TARGET: _F.CONNECTING,
         _I.REQUERY: _F.RESOLVING,
         _I.EXHAUSTED: _F.BACKOFF,
-        _I.RESOLVE_FAILED: _F.FAILED,  # what is left of the list has no usable transport
     },
     _F.BACKOFF: {
         **_ANY,
@@ -203,7 +202,7 @@ _K, _KI = KeepAliveState, KeepAliveInput
 # RFC 5626 §4.4.1: a ping every interval (80-100 % of it, randomised), and a flow whose pong
 # does not arrive within the pong timeout is considered failed.
 KEEPALIVE_TRANSITIONS: dict[KeepAliveState, dict[KeepAliveInput, KeepAliveState]] = {
-    _K.OFF: {_KI.FLOW_UP: _K.WAITING, _KI.FLOW_DOWN: _K.OFF},
+    _K.OFF: {_KI.FLOW_UP: _K.WAITING},
     _K.WAITING: {
         _KI.PING_DUE: _K.AWAITING_PONG,
         _KI.FLOW_UP: _K.WAITING,  # a refresh succeeded: the schedule goes on
