@@ -31,7 +31,7 @@ class EndpointAgent:
         self._timer = Rearm(self._on_timer)
         self._tasks: set[asyncio.Task[None]] = set()
         self._loop = asyncio.get_running_loop()
-        self._tls = _client_tls_context(config)
+        self._tls = client_tls_context(config)
 
     def now(self) -> float:
         return self._loop.time()
@@ -58,7 +58,7 @@ class EndpointAgent:
     def set_settings(self, args: dict[str, object]) -> dict[str, object]:
         """The ``set`` control op: change settings at run time; the locator restarts."""
         config = self.config.changed(args)
-        tls = _client_tls_context(config)  # a bad ca_file fails here, before anything changes
+        tls = client_tls_context(config)  # a bad ca_file fails here, before anything changes
         self.config, self._tls = config, tls
         self.ctx.emit(Kind.ENDPOINT_CONFIGURED, aor=config.uri, changed=sorted(args))
         self.registration.reconfigure(config, self.now())
@@ -130,18 +130,8 @@ class EndpointAgent:
                 udp_connected=True,  # ICMP errors then reach the core (RFC 3261 §18.1.1)
                 server_hostname=target.name or target.host,
             )
-        except ssl.SSLCertVerificationError as exc:
-            # TlsVerify On: wrong CA, wrong name, expired... in OpenSSL's words.
-            reason = f"TLS certificate verify failed: {exc.verify_message}"
-            self.registration.connect_failed(action.op, reason, self.now())
         except (OSError, TimeoutError) as exc:
-            if isinstance(exc, TimeoutError):
-                reason = "Connection timed out"
-            elif isinstance(exc, ssl.SSLError):
-                reason = f"TLS handshake failed: {exc.reason or exc}"
-            else:
-                reason = exc.strerror or str(exc)
-            self.registration.connect_failed(action.op, reason, self.now())
+            self.registration.connect_failed(action.op, connect_error_reason(exc), self.now())
         else:
             self.registration.connected(action.op, flow, self.now())
         self._pump()
@@ -157,7 +147,19 @@ class EndpointAgent:
         await self.transport.close()
 
 
-def _client_tls_context(config: EndpointConfig) -> ssl.SSLContext:
+def connect_error_reason(exc: OSError | TimeoutError) -> str:
+    """The ``Failed`` reason for a connection that could not be opened."""
+    if isinstance(exc, ssl.SSLCertVerificationError):
+        # TlsVerify On: wrong CA, wrong name, expired... in OpenSSL's words.
+        return f"TLS certificate verify failed: {exc.verify_message}"
+    if isinstance(exc, ssl.SSLError):
+        return f"TLS handshake failed: {exc.reason or exc}"
+    if isinstance(exc, TimeoutError):
+        return "Connection timed out"
+    return exc.strerror or str(exc)
+
+
+def client_tls_context(config: EndpointConfig) -> ssl.SSLContext:
     """TlsVerify On: the certificate must chain to ``ca_file`` (or the system's CAs) and
     name the target (RFC 5922)."""
     ca_file = str(config.ca_file) if config.tls_verify and config.ca_file else None
