@@ -73,6 +73,9 @@ class Kind(StrEnum):
     DNS_LOCATED = "dns.located"
     STACK_CONFIGURED = "stack.configured"
     SIP_WARNING = "sip.warning"
+    REGISTRATION_FLOW = "registration.flow"  # one RFC 5626 flow's state (Outbound On)
+    ENDPOINT_WARNING = "endpoint.warning"
+    ENDPOINT_CONFIGURED = "endpoint.configured"
 
 
 @dataclass(frozen=True, slots=True)
@@ -127,6 +130,11 @@ CATALOGUE: dict[Kind, KindSpec] = {
     Kind.DNS_LOCATED: KindSpec(_S, ("aor", "uri", "strategy", "target"), "a target found"),
     Kind.STACK_CONFIGURED: KindSpec(_S, ("aor", "target", "transport"), "new default proxy"),
     Kind.SIP_WARNING: KindSpec(_S, ("aor", "header"), "a Warning header was received"),
+    Kind.REGISTRATION_FLOW: KindSpec(
+        _S, ("aor", "reg_id", "state", "reason"), "one Outbound flow's status change"
+    ),
+    Kind.ENDPOINT_WARNING: KindSpec(_S, ("aor", "text"), "a setting will not do what it seems"),
+    Kind.ENDPOINT_CONFIGURED: KindSpec(_S, ("aor", "changed"), "settings changed at run time"),
     Kind.SCENARIO_RUN: KindSpec(
         _S, ("scenario", "run", "phase", "fault", "target", "option"), "a scenario run's bounds"
     ),

@@ -8,6 +8,7 @@ import random
 import ssl
 
 from emulator.component import ComponentContext
+from emulator.kinds import Kind
 from emulator.rearm import Rearm
 from emulator.sip.message import Message, Request, response_to, serialize_message
 from emulator.sip.transport import Flow, SipTransport
@@ -25,12 +26,12 @@ class EndpointAgent:
         self.rng = random.Random()
         self.registration = Registration(config, ctx.emitter, rng=self.rng)
         self.transport = SipTransport(self)
+        self.transport.on_pong = self._pong
         self.resolver = Resolver(config.dns_servers())
-        self.proxy = parse_proxy(config.proxy)
         self._timer = Rearm(self._on_timer)
         self._tasks: set[asyncio.Task[None]] = set()
         self._loop = asyncio.get_running_loop()
-        self._tls = _client_tls_context(config.tls_verify)
+        self._tls = client_tls_context(config)
 
     def now(self) -> float:
         return self._loop.time()
@@ -50,6 +51,20 @@ class EndpointAgent:
         self.registration.flow_closed(flow, reason, self.now())
         self._pump()
 
+    def _pong(self, flow: Flow) -> None:
+        self.registration.pong_received(flow, self.now())
+        self._pump()
+
+    def set_settings(self, args: dict[str, object]) -> dict[str, object]:
+        """The ``set`` control op: change settings at run time; the locator restarts."""
+        config = self.config.changed(args)
+        tls = client_tls_context(config)  # a bad ca_file fails here, before anything changes
+        self.config, self._tls = config, tls
+        self.ctx.emit(Kind.ENDPOINT_CONFIGURED, aor=config.uri, changed=sorted(args))
+        self.registration.reconfigure(config, self.now())
+        self._pump()
+        return self.registration.snapshot()
+
     def _answer_request(self, request: Request, flow: Flow) -> None:
         if request.method == "ACK":
             return
@@ -68,7 +83,7 @@ class EndpointAgent:
     def _pump(self) -> None:
         for action in self.registration.pop_actions():
             if isinstance(action, Resolve):
-                self._spawn(self._resolve(action.op))
+                self._spawn(self._resolve(action))
             elif isinstance(action, Connect):
                 self._spawn(self._connect(action))
             elif isinstance(action, Send):
@@ -89,10 +104,13 @@ class EndpointAgent:
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
 
-    async def _resolve(self, op: int) -> None:
+    async def _resolve(self, action: Resolve) -> None:
+        op = action.op
         try:
             targets = await self.resolver.locate(
-                self.proxy, transport=self.config.transport, rng=self.rng
+                parse_proxy(action.proxy),
+                transport=action.transport,  # type: ignore[arg-type]
+                rng=self.rng,
             )
         except LocateError as exc:
             self.registration.resolve_failed(op, str(exc), self.now())
@@ -109,14 +127,11 @@ class EndpointAgent:
                 local_host=str(self.config.address),
                 ssl_context=self._tls,
                 timeout=CONNECT_TIMEOUT,
+                udp_connected=True,  # ICMP errors then reach the core (RFC 3261 §18.1.1)
+                server_hostname=target.name or target.host,
             )
         except (OSError, TimeoutError) as exc:
-            reason = (
-                "Connection timed out"
-                if isinstance(exc, TimeoutError)
-                else (exc.strerror or str(exc))
-            )
-            self.registration.connect_failed(action.op, reason, self.now())
+            self.registration.connect_failed(action.op, connect_error_reason(exc), self.now())
         else:
             self.registration.connected(action.op, flow, self.now())
         self._pump()
@@ -132,9 +147,27 @@ class EndpointAgent:
         await self.transport.close()
 
 
-def _client_tls_context(verify: bool) -> ssl.SSLContext:
-    context = ssl.create_default_context(ssl.Purpose.SERVER_AUTH)
-    if not verify:
+def connect_error_reason(exc: OSError | TimeoutError) -> str:
+    """The ``Failed`` reason for a connection that could not be opened."""
+    if isinstance(exc, ssl.SSLCertVerificationError):
+        # TlsVerify On: wrong CA, wrong name, expired... in OpenSSL's words.
+        return f"TLS certificate verify failed: {exc.verify_message}"
+    if isinstance(exc, ssl.SSLError):
+        return f"TLS handshake failed: {exc.reason or exc}"
+    if isinstance(exc, TimeoutError):
+        return "Connection timed out"
+    return exc.strerror or str(exc)
+
+
+def client_tls_context(config: EndpointConfig) -> ssl.SSLContext:
+    """TlsVerify On: the certificate must chain to ``ca_file`` (or the system's CAs) and
+    name the target (RFC 5922)."""
+    ca_file = str(config.ca_file) if config.tls_verify and config.ca_file else None
+    try:
+        context = ssl.create_default_context(ssl.Purpose.SERVER_AUTH, cafile=ca_file)
+    except (OSError, ssl.SSLError) as exc:
+        raise ValueError(f"cannot load ca_file {ca_file}: {exc}") from None
+    if not config.tls_verify:
         # RoomOS TlsVerify Off: encrypt, but accept any certificate (the seed's setting).
         context.check_hostname = False
         context.verify_mode = ssl.CERT_NONE
@@ -144,6 +177,7 @@ def _client_tls_context(verify: bool) -> ssl.SSLContext:
 async def serve(config: EndpointConfig, ctx: ComponentContext) -> None:
     agent = EndpointAgent(config, ctx)
     ctx.on_command("status", lambda _args: agent.registration.snapshot())
+    ctx.on_command("set", agent.set_settings)
     ctx.emit("ready", uri=config.uri, address=str(config.address), proxy=config.proxy)
     agent.start()
     try:

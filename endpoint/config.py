@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 from ipaddress import ip_address
-from typing import Literal
+from pathlib import Path
+from typing import Any, Literal
 
 from pydantic import (
     BaseModel,
@@ -16,15 +17,74 @@ from pydantic import (
 
 from endpoint.locator import parse_proxy
 
+# Settings that may be changed at run time with the ``set`` control op (RoomOS lets the user
+# change these while the device runs; a change restarts the locator).
+SETTABLE: frozenset[str] = frozenset(
+    {
+        "proxy",
+        "proxy2",
+        "proxy3",
+        "proxy4",
+        "transport",
+        "outbound",
+        "keepalive",
+        "keepalive_interval",
+        "pong_timeout",
+        "tls_verify",
+        "ca_file",
+        "username",
+        "password",
+        "expires",
+    }
+)
 
-class EndpointConfig(BaseModel):
+
+class RegistrationSettings(BaseModel):
+    """The RoomOS ``SIP`` settings that decide failover, shared by the lab file's endpoint
+    entries and the endpoint's own configuration."""
+
+    # Proxy[2..4] Address. With Outbound Off RoomOS uses Proxy[1] only (the seed: "specifying
+    # peers as SIP Proxy 1, 2, 3 and 4 ... provides no redundancy; it works only with SIP
+    # Outbound enabled").
+    proxy2: str | None = None
+    proxy3: str | None = None
+    proxy4: str | None = None
+    # RFC 5626: one flow per proxy (two to the one proxy's first targets when only Proxy[1] is
+    # set), each with its own reg-id, all registered at once.
+    outbound: bool = False
+    # RFC 5626 §4.4 keep-alives on a registered flow: CRLF ping/pong on TCP/TLS, OPTIONS on UDP.
+    # 10 s suits a lab (RFC 5626 suggests 95-120 s on the Internet); off is the seed's endpoint,
+    # which notices a silent peer only at its next refresh.
+    keepalive: bool = True
+    keepalive_interval: float = Field(default=10.0, gt=0)
+    pong_timeout: float = Field(default=10.0, gt=0)
+    tls_verify: bool = False
+    # PEM file of the CAs to trust when tls_verify is on (the lab's CA: <run dir>/ca.pem);
+    # none: the system's trust store.
+    ca_file: Path | None = None
+    # SIP Authentication UserName / Password, answered to a 401 or 407 challenge.
+    username: str | None = Field(default=None, min_length=1)
+    password: str | None = None
+
+    @field_validator("proxy2", "proxy3", "proxy4")
+    @classmethod
+    def _check_more_proxies(cls, value: str | None) -> str | None:
+        if value is not None:
+            parse_proxy(value)
+        return value
+
+    def settings(self) -> dict[str, Any]:
+        """These settings as keyword arguments for another model that has them."""
+        return {name: getattr(self, name) for name in RegistrationSettings.model_fields}
+
+
+class EndpointConfig(RegistrationSettings):
     model_config = ConfigDict(extra="forbid")
 
     name: str = Field(min_length=1, pattern=r"^[A-Za-z0-9][A-Za-z0-9_.@-]*$")
     uri: str = Field(description="AOR as RoomOS shows it: user@domain")
     proxy: str = Field(description="Proxy[1] Address: a domain (SRV), a name (A), or an IP")
     transport: Literal["tcp", "udp", "tls", "auto"] = "tcp"
-    tls_verify: bool = False
     address: IPvAnyAddress = Field(description="the endpoint's own address")
     dns: list[str] = Field(min_length=1, description="DNS servers as ip:port")
     expires: int = Field(default=3600, ge=1, description="expiry asked for; the registrar decides")
@@ -70,6 +130,20 @@ class EndpointConfig(BaseModel):
     @property
     def domain(self) -> str:
         return self.uri.partition("@")[2]
+
+    @property
+    def proxies(self) -> list[str]:
+        """Proxy[1..4] as configured, in order."""
+        return [p for p in (self.proxy, self.proxy2, self.proxy3, self.proxy4) if p]
+
+    def changed(self, updates: dict[str, Any]) -> EndpointConfig:
+        """A copy with ``updates`` applied and validated; only ``SETTABLE`` names."""
+        unknown = sorted(set(updates) - SETTABLE)
+        if unknown:
+            raise ValueError(
+                f"cannot set {', '.join(unknown)} (settable: {', '.join(sorted(SETTABLE))})"
+            )
+        return EndpointConfig.model_validate({**self.model_dump(), **updates})
 
     def dns_servers(self) -> list[tuple[str, int]]:
         return [parse_host_port(server) for server in self.dns]

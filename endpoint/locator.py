@@ -15,7 +15,7 @@ import ipaddress
 import random
 import re
 from collections.abc import Coroutine, Iterable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Final, Literal, TypeVar, cast
 
 import dns.asyncresolver
@@ -34,6 +34,12 @@ SRV_SERVICES: Final[dict[str, tuple[int, Transport]]] = {
     "_sips._tcp": (1, "tls"),
     "_sip._tcp": (2, "tcp"),
     "_sip._udp": (3, "udp"),
+}
+# RFC 3263 §4.1: NAPTR services for SIP and the transport each one names.
+NAPTR_SERVICES: Final[dict[str, tuple[int, Transport]]] = {
+    "SIPS+D2T": (1, "tls"),
+    "SIP+D2T": (2, "tcp"),
+    "SIP+D2U": (3, "udp"),
 }
 STRATEGY_A: Final = 4
 STRATEGY_NUMERIC: Final = 0
@@ -55,6 +61,9 @@ class Target:
     host: str
     port: int
     explicit_port: bool
+    # The name the address was found under (the SRV target, the proxy's host name, or the
+    # address itself): what a TLS certificate must match (RFC 5922 §4). Not part of identity.
+    name: str = field(default="", compare=False)
 
     def display(self) -> str:
         """The target as RoomOS prints it: A-record targets without a port unless one was set."""
@@ -102,6 +111,25 @@ def order_srv(records: Sequence[SrvRecord], rng: random.Random) -> list[SrvRecor
                     ordered.append(remaining.pop(index))
                     break
     return ordered
+
+
+@dataclass(frozen=True, slots=True)
+class NaptrRecord:
+    order: int
+    preference: int
+    flags: str
+    service: str
+    replacement: str
+
+
+def order_naptr(records: Sequence[NaptrRecord]) -> list[tuple[str, int, Transport]]:
+    """RFC 3263 §4.1: the SIP NAPTR records that lead to SRV ("s" flag, a known service), by
+    order then preference, as (SRV name, strategy, transport)."""
+    usable_records = [
+        r for r in records if r.flags.lower() == "s" and r.service.upper() in NAPTR_SERVICES
+    ]
+    usable_records.sort(key=lambda r: (r.order, r.preference))
+    return [(_key(r.replacement), *NAPTR_SERVICES[r.service.upper()]) for r in usable_records]
 
 
 @dataclass(frozen=True, slots=True)
@@ -171,28 +199,40 @@ def plan_targets(
     srv: Mapping[str, Sequence[SrvRecord]],
     addresses: Mapping[str, Sequence[str]],
     rng: random.Random,
+    naptr: Sequence[NaptrRecord] = (),
 ) -> list[Target]:
-    """All targets for ``proxy`` in RoomOS's strategy order (filter them with ``usable``)."""
+    """All targets for ``proxy`` in RoomOS's strategy order (filter them with ``usable``).
+
+    With ``transport="auto"`` and NAPTR records (RFC 3263 §4.1), their order and preference
+    decide the transports; ``srv`` then holds the SRV answers by the NAPTR replacement names."""
     fallback: Transport = AUTO_FALLBACK_TRANSPORT if transport == "auto" else transport
     if proxy.is_numeric:
         port = proxy.port or default_port(fallback)
-        return [Target(STRATEGY_NUMERIC, fallback, proxy.host, port, proxy.port is not None)]
+        return [
+            Target(STRATEGY_NUMERIC, fallback, proxy.host, port, proxy.port is not None, proxy.host)
+        ]
     by_name = {_key(name): list(addrs) for name, addrs in addresses.items()}
+    services = list(SRV_SERVICES.items())
+    ordered = order_naptr(naptr) if transport == "auto" and proxy.port is None else []
+    if ordered:
+        services = [(name, (strategy, t)) for name, strategy, t in ordered]
     # RFC 3263 §4.2: an explicit port means no SRV lookup, and A is used only when no SRV exists
     # ("." records still count as existing: they say the service is not offered).
-    if proxy.port is None and any(srv.get(service) for service in SRV_SERVICES):
+    if proxy.port is None and any(srv.get(service) for service, _ in services):
         targets: list[Target] = []
-        for service, (strategy, service_transport) in SRV_SERVICES.items():
+        for service, (strategy, service_transport) in services:
             for record in order_srv(srv.get(service, ()), rng):
+                name = _key(record.target)
                 targets.extend(
-                    Target(strategy, service_transport, address, record.port, True)
-                    for address in by_name.get(_key(record.target), ())
+                    Target(strategy, service_transport, address, record.port, True, name)
+                    for address in by_name.get(name, ())
                 )
         return targets
     port = proxy.port or default_port(fallback)
+    host = _key(proxy.host)
     return [
-        Target(STRATEGY_A, fallback, address, port, proxy.port is not None)
-        for address in by_name.get(_key(proxy.host), ())
+        Target(STRATEGY_A, fallback, address, port, proxy.port is not None, host)
+        for address in by_name.get(host, ())
     ]
 
 
@@ -207,6 +247,7 @@ class LookupResult:
 
     srv: dict[str, list[SrvRecord]]
     addresses: dict[str, list[str]]
+    naptr: list[NaptrRecord] = field(default_factory=list)
 
 
 class LocateError(Exception):
@@ -266,21 +307,44 @@ class Resolver:
         return found
 
     async def lookup(
-        self, proxy: ProxyAddress, *, families: Sequence[Family] = ("A",)
+        self,
+        proxy: ProxyAddress,
+        *,
+        families: Sequence[Family] = ("A",),
+        naptr: bool = False,
     ) -> LookupResult:
-        """The SRV and address answers ``plan_targets`` needs for ``proxy`` (RFC 3263 §4)."""
+        """The answers ``plan_targets`` needs for ``proxy`` (RFC 3263 §4): NAPTR first when
+        ``naptr`` (DefaultTransport Auto), then SRV, then addresses."""
         if proxy.is_numeric:
             return LookupResult({}, {})
         srv: dict[str, list[SrvRecord]] = {}
         # Addresses carried in the SRV answers' additional section (real servers add them), by
         # (host, family): they save a query per target.
         glue: dict[tuple[str, str], list[str]] = {}
+        naptr_records: list[NaptrRecord] = []
+        if proxy.port is None and naptr:
+            answer = await self._query(proxy.host, "NAPTR")
+            if answer is not None:
+                naptr_records = [
+                    NaptrRecord(
+                        r.order,
+                        r.preference,
+                        r.flags.decode(),
+                        r.service.decode(),
+                        r.replacement.to_text(),
+                    )
+                    for r in answer
+                ]
         if proxy.port is None:
-            services = list(SRV_SERVICES)
-            answers = await _gather(self._query(f"{s}.{proxy.host}", "SRV") for s in services)
-            for service, answer in zip(services, answers, strict=True):
+            # With usable NAPTR records, their replacements are the SRV names to ask for.
+            via_naptr = [name for name, _, _ in order_naptr(naptr_records)]
+            services = via_naptr or [f"{s}.{proxy.host}" for s in SRV_SERVICES]
+            answers = await _gather(self._query(name, "SRV") for name in services)
+            for name, answer in zip(services, answers, strict=True):
                 if answer is None:
                     continue
+                # Keyed as plan_targets reads them: the service label, or the NAPTR name.
+                service = name if via_naptr else name.removesuffix(f".{proxy.host}")
                 srv[service] = [
                     SrvRecord(r.priority, r.weight, r.port, r.target.to_text()) for r in answer
                 ]
@@ -295,7 +359,7 @@ class Resolver:
         else:
             names = [_key(proxy.host)]
         found = await _gather(self._addresses(name, families, glue) for name in names)
-        return LookupResult(srv, dict(zip(names, found, strict=True)))
+        return LookupResult(srv, dict(zip(names, found, strict=True)), naptr_records)
 
     async def locate(
         self,
@@ -305,9 +369,14 @@ class Resolver:
         rng: random.Random,
         families: Sequence[Family] = ("A",),
     ) -> list[Target]:
-        result = await self.lookup(proxy, families=families)
+        result = await self.lookup(proxy, families=families, naptr=transport == "auto")
         return plan_targets(
-            proxy, transport=transport, srv=result.srv, addresses=result.addresses, rng=rng
+            proxy,
+            transport=transport,
+            srv=result.srv,
+            addresses=result.addresses,
+            rng=rng,
+            naptr=result.naptr,
         )
 
 

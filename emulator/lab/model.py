@@ -25,7 +25,7 @@ from pydantic import (
 
 from dnsserver.config import DnsServerConfig, RecordConfig, TsigKeyConfig, ZoneConfig
 from emulator.validation import ConfigError, describe
-from endpoint.config import EndpointConfig
+from endpoint.config import EndpointConfig, RegistrationSettings
 from registrar.config import RegistrarConfig
 
 NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.@-]*$"
@@ -104,7 +104,7 @@ class RegistrarSpec(_Model):
     default_expires: int = Field(default=60, ge=1)
 
 
-class EndpointSpec(_Model):
+class EndpointSpec(_Model, RegistrationSettings):
     uri: str
     name: str | None = Field(default=None, pattern=NAME_PATTERN)
     proxy: str | None = Field(default=None, description="default: the lab's domain (SRV)")
@@ -311,6 +311,7 @@ class LabConfig(_Model):
                     retry_base=spec.retry_base,
                     retry_max=spec.retry_max,
                     failed_memory=spec.failed_memory,
+                    **spec.settings(),
                 )
         raise KeyError(name)
 

@@ -15,7 +15,9 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import errno
 import random
+import socket
 import ssl
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -32,6 +34,15 @@ Address = tuple[str, int]
 
 # RFC 5626 §3.5.1: a CRLF "pong" answers a double-CRLF "ping" on a stream.
 PONG = b"\r\n"
+# Linux: report every ICMP error on a connected UDP socket, not only "hard" ones (host
+# unreachable is "soft" without it). Python 3.11 does not name the option.
+IP_RECVERR = getattr(socket, "IP_RECVERR", 11)
+# What an ICMP error on a UDP flow means, in the words an endpoint reports.
+_ICMP_REASONS = {
+    errno.ECONNREFUSED: "ICMP port unreachable",
+    errno.EHOSTUNREACH: "ICMP host unreachable",
+    errno.ENETUNREACH: "ICMP network unreachable",
+}
 
 
 @dataclass(frozen=True, slots=True)
@@ -121,8 +132,9 @@ class _StreamProtocol(asyncio.Protocol):
         for item in items:
             if item is KeepAlive.PING:
                 self.send(PONG)
-            elif isinstance(item, KeepAlive):
-                continue
+            elif item is KeepAlive.PONG:
+                if self._owner.on_pong is not None:
+                    self._owner.on_pong(self.flow)
             else:
                 self._owner.user.message_received(item, self.flow)
 
@@ -172,15 +184,21 @@ class _StreamProtocol(asyncio.Protocol):
 
 
 class _DatagramProtocol(asyncio.DatagramProtocol):
-    def __init__(self, owner: SipTransport) -> None:
+    def __init__(self, owner: SipTransport, remote: Address | None = None) -> None:
         self._owner = owner
         self._links = owner.links
         self.transport: asyncio.DatagramTransport | None = None
         self.local: Address = ("", 0)
+        # Set for a connected socket (one flow): the kernel then reports ICMP errors on it.
+        self.remote = remote
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = cast(asyncio.DatagramTransport, transport)
         self.local = _address(transport.get_extra_info("sockname"))
+        sock = transport.get_extra_info("socket")
+        if self.remote is not None and sock is not None and sock.family == socket.AF_INET:
+            with contextlib.suppress(OSError):
+                sock.setsockopt(socket.IPPROTO_IP, IP_RECVERR, 1)
 
     def datagram_received(self, data: bytes, addr: object) -> None:
         if self._links.active:
@@ -202,12 +220,21 @@ class _DatagramProtocol(asyncio.DatagramProtocol):
 
     def sendto(self, data: bytes, remote: Address) -> None:
         if self.transport is not None and not self.transport.is_closing():
-            self.transport.sendto(data, remote)
+            # A connected socket takes no address (asyncio checks it against its peer).
+            self.transport.sendto(data, None if self.remote is not None else remote)
 
     def error_received(self, exc: Exception) -> None:
-        # ICMP errors on an unconnected socket cannot be tied to a flow; transaction timers
-        # are what notice an unreachable UDP peer.
-        pass
+        # On an unconnected socket an ICMP error cannot be tied to a flow; transaction timers
+        # notice an unreachable peer. A connected socket is one flow: the error is a
+        # transport error on it (RFC 3261 §18.1.1), reported as the flow closing.
+        if self.remote is None or self.transport is None or self.transport.is_closing():
+            return
+        code = exc.errno if isinstance(exc, OSError) else None
+        reason = _ICMP_REASONS.get(code or 0) or str(exc)
+        flow = Flow("udp", self.local, self.remote)
+        self._owner._datagrams.pop(self.local, None)
+        self.transport.close()
+        self._owner.user.flow_closed(flow, reason)
 
 
 class SipTransport:
@@ -229,6 +256,9 @@ class SipTransport:
         self._servers: list[asyncio.Server] = []
         self._streams: dict[Flow, _StreamProtocol] = {}
         self._datagrams: dict[Address, _DatagramProtocol] = {}
+        # Called with the flow when a CRLF pong (RFC 5626 §4.4.1) arrives on a stream: the
+        # answer to a keep-alive its owner sent.
+        self.on_pong: Callable[[Flow], None] | None = None
 
     async def listen(
         self,
@@ -270,8 +300,23 @@ class SipTransport:
         local_host: str,
         ssl_context: ssl.SSLContext | None = None,
         timeout: float = 5.0,
+        udp_connected: bool = False,
+        server_hostname: str | None = None,
     ) -> Flow:
-        """Open a connection (TCP/TLS), or name a flow from our UDP socket on ``local_host``."""
+        """Open a connection (TCP/TLS), or name a flow from our UDP socket on ``local_host``.
+
+        ``udp_connected``: a UDP socket of the flow's own, connected to ``remote``, so that
+        ICMP errors come back as the flow closing. ``server_hostname``: the name a verifying
+        TLS context checks the certificate against."""
+        if transport == "udp" and udp_connected:
+            loop = asyncio.get_running_loop()
+            _, dgram = await loop.create_datagram_endpoint(
+                lambda: _DatagramProtocol(self, remote),
+                local_addr=(local_host, 0),
+                remote_addr=remote,
+            )
+            self._datagrams[dgram.local] = dgram
+            return Flow("udp", dgram.local, remote)
         if transport == "udp":
             for local, proto in self._datagrams.items():
                 if local[0] == local_host:
@@ -287,7 +332,7 @@ class SipTransport:
                 remote[1],
                 local_addr=(local_host, 0),
                 ssl=ssl_context if transport == "tls" else None,
-                server_hostname="" if transport == "tls" else None,
+                server_hostname=(server_hostname or "") if transport == "tls" else None,
             )
         assert proto.flow is not None
         return proto.flow
@@ -302,7 +347,7 @@ class SipTransport:
                 send = partial(proto.sendto, data, flow.remote)
                 self._link_submit_udp("out", flow.remote, send)
             else:
-                proto.transport.sendto(data, flow.remote)
+                proto.sendto(data, flow.remote)
             return True
         stream = self._streams.get(flow)
         return stream is not None and stream.send(data)
@@ -355,6 +400,10 @@ class SipTransport:
         stream = self._streams.get(flow)
         if stream is not None:
             stream.close()
+        dgram = self._datagrams.get(flow.local) if flow.transport == "udp" else None
+        if dgram is not None and dgram.remote is not None and dgram.transport is not None:
+            del self._datagrams[flow.local]  # a flow's own socket; shared ones stay open
+            dgram.transport.close()
 
     async def close(self) -> None:
         self._closed = True

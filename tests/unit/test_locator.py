@@ -19,6 +19,7 @@ from hypothesis import strategies as st
 
 from endpoint.locator import (
     LocateError,
+    NaptrRecord,
     ProxyAddress,
     Resolver,
     SrvRecord,
@@ -467,3 +468,49 @@ async def test_locate_silent_server_gives_up_at_the_lifetime(silent_port: int) -
 def test_resolver_needs_a_server() -> None:
     with pytest.raises(ValueError, match="at least one DNS server"):
         Resolver([])
+
+
+# --- DefaultTransport Auto: NAPTR, then SRV (RFC 3263 §4.1) ----------------------------------
+
+
+def test_auto_follows_naptr_order_then_preference_to_srv() -> None:
+    naptr = [
+        NaptrRecord(10, 20, "S", "SIPS+D2T", "_sips._tcp.uctest.local."),
+        NaptrRecord(10, 10, "S", "SIP+D2T", "_sip._tcp.uctest.local."),
+        NaptrRecord(20, 10, "S", "SIP+D2U", "_sip._udp.uctest.local."),
+        NaptrRecord(5, 10, "U", "E2U+sip", "!^.*$!sip:x@y!"),  # not an SRV pointer: skipped
+    ]
+    srv = {
+        "_sips._tcp.uctest.local": [SrvRecord(10, 10, 5061, "exp1.uctest.local.")],
+        "_sip._tcp.uctest.local": [SrvRecord(10, 10, 5060, "exp2.uctest.local.")],
+        "_sip._udp.uctest.local": [SrvRecord(10, 10, 5060, "exp1.uctest.local.")],
+    }
+    addresses = {"exp1.uctest.local": [PEER1], "exp2.uctest.local": [PEER2]}
+    targets = plan_targets(
+        ProxyAddress("uctest.local", None),
+        transport="auto",
+        srv=srv,
+        addresses=addresses,
+        rng=random.Random(1),
+        naptr=naptr,
+    )
+    # TCP first (same order, better preference), then TLS, then UDP (a later order).
+    assert [(t.transport, t.host, t.name) for t in targets] == [
+        ("tcp", PEER2, "exp2.uctest.local"),
+        ("tls", PEER1, "exp1.uctest.local"),
+        ("udp", PEER1, "exp1.uctest.local"),
+    ]
+
+
+def test_a_configured_transport_ignores_naptr() -> None:
+    naptr = [NaptrRecord(10, 10, "S", "SIP+D2U", "_sip._udp.uctest.local.")]
+    srv = {"_sip._tcp": [SrvRecord(10, 10, 5060, "exp1.uctest.local.")]}
+    targets = plan_targets(
+        ProxyAddress("uctest.local", None),
+        transport="tcp",
+        srv=srv,
+        addresses={"exp1.uctest.local": [PEER1]},
+        rng=random.Random(1),
+        naptr=naptr,
+    )
+    assert [(t.strategy, t.transport) for t in targets] == [(2, "tcp")]

@@ -24,6 +24,7 @@ TCP2 = Target(2, "tcp", "127.0.0.12", 5060, True)
 A1 = Target(4, "tcp", "127.0.0.11", 5060, False)
 A2 = Target(4, "tcp", "127.0.0.12", 5060, False)
 LOCAL = "127.0.0.101"
+AOR = "1001@uctest.local"
 
 
 def make(**overrides: object) -> tuple[Registration, EventList]:
@@ -34,6 +35,7 @@ def make(**overrides: object) -> tuple[Registration, EventList]:
             "proxy": "uctest.local",
             "address": LOCAL,
             "dns": ["127.0.0.10:1053"],
+            "keepalive": False,  # the seed's endpoint; keep-alives have their own tests
             **overrides,
         }
     )
@@ -125,7 +127,7 @@ def test_503_in_maintenance_moves_to_the_next_srv_target() -> None:
     busy.headers.add("Warning", '382 127.0.0.11 "System in Maintenance Mode"')
     reg.receive(busy, flow, 54.2)
     assert events.of("sip.warning") == [
-        {"header": 'Warning: 382 127.0.0.11 "System in Maintenance Mode"'}
+        {"aor": AOR, "header": 'Warning: 382 127.0.0.11 "System in Maintenance Mode"'}
     ]
     assert states(events)[-1] == ("Failed", "503 Service Unavailable / System in Maintenance Mode")
     actions = reg.pop_actions()
@@ -133,7 +135,8 @@ def test_503_in_maintenance_moves_to_the_next_srv_target() -> None:
     connect = only(actions, Connect)
     assert isinstance(connect, Connect)
     assert connect.target == TCP2  # next in the list, no new DNS lookup
-    assert events.of("locator.restart") == [{"uri": "uctest.local"}]  # only the first one
+    # only the first one
+    assert events.of("locator.restart") == [{"aor": AOR, "uri": "uctest.local"}]
     flow2 = flow_to(TCP2, 40001)
     reg.connected(connect.op, flow2, 54.2)
     reg.receive(ok(sent_request(reg.pop_actions())), flow2, 54.3)
