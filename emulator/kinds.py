@@ -64,6 +64,9 @@ class Kind(StrEnum):
     BINDING_REFRESHED = "binding.refreshed"
     BINDING_REMOVED = "binding.removed"
     BINDING_EXPIRED = "binding.expired"
+    AUTH_FAILED = "auth.failed"  # a REGISTER with credentials that did not pass
+    AUTH_LOCKOUT = "auth.lockout"  # a source locked out (on) or let back in (off)
+    CAPACITY = "capacity"  # a peer became full (on) or has room again (off)
     # -- endpoint -------------------------------------------------------------------------
     REGISTRATION_STATE = "registration.state"
     REGISTRATION_REFRESHED = "registration.refreshed"
@@ -122,6 +125,9 @@ CATALOGUE: dict[Kind, KindSpec] = {
     Kind.BINDING_REFRESHED: KindSpec(_H, ("aor", "contact"), "an existing binding refreshed"),
     Kind.BINDING_REMOVED: KindSpec(_S, ("aor", "contact"), "a binding removed by its client"),
     Kind.BINDING_EXPIRED: KindSpec(_S, ("aor", "contact"), "a binding ran out"),
+    Kind.AUTH_FAILED: KindSpec(_H, ("aor", "source", "reason"), "digest credentials refused"),
+    Kind.AUTH_LOCKOUT: KindSpec(_S, ("source", "on"), "a source locked out or let back in"),
+    Kind.CAPACITY: KindSpec(_S, ("on", "registrations", "capacity"), "peer full, or room again"),
     Kind.REGISTRATION_STATE: KindSpec(_S, ("aor", "state", "reason"), "RoomOS status change"),
     Kind.REGISTRATION_REFRESHED: KindSpec(_H, ("aor", "expires"), "a refresh succeeded"),
     Kind.REGISTRATION_BACKOFF: KindSpec(_S, ("aor", "wait"), "every target failed; waiting"),

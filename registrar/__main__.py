@@ -18,6 +18,12 @@ from registrar.server import serve
 @click.option("--min-expires", type=int, help="Shorter requests get 423 (default 45).")
 @click.option("--max-expires", type=int, help="Longest expiry granted (default 60).")
 @click.option("--maintenance/--no-maintenance", default=None, help="Start in maintenance mode.")
+@click.option("--refresh", type=click.Choice(["maximum", "variable"]), help="Default maximum.")
+@click.option("--seed", type=int, help="Seed for variable expiries, tags and nonces.")
+@click.option("--capacity", type=int, help="Refuse new AORs past this many.")
+@click.option("--tls-cert", type=click.Path(dir_okay=False), help="Certificate chain (PEM).")
+@click.option("--tls-key", type=click.Path(dir_okay=False), help="Its private key (PEM).")
+@click.option("--metrics", metavar="HOST:PORT", help="Serve Prometheus /metrics there.")
 @control_option
 def main(
     config_json: str | None,
@@ -27,9 +33,17 @@ def main(
     min_expires: int | None,
     max_expires: int | None,
     maintenance: bool | None,
+    refresh: str | None,
+    seed: int | None,
+    capacity: int | None,
+    tls_cert: str | None,
+    tls_key: str | None,
+    metrics: str | None,
     control: ChannelSpec,
 ) -> None:
-    """Run one registrar peer: REGISTER bindings per AOR, OPTIONS, maintenance mode."""
+    """Run one registrar peer: REGISTER bindings per AOR, OPTIONS, maintenance mode.
+
+    Digest credentials and mutual TLS come with --config-json (or a lab file)."""
     config = build_config(
         RegistrarConfig,
         config_json,
@@ -40,6 +54,12 @@ def main(
             "min_expires": min_expires,
             "max_expires": max_expires,
             "maintenance": maintenance,
+            "refresh": refresh,
+            "seed": seed,
+            "capacity": capacity,
+            "tls_cert": tls_cert,
+            "tls_key": tls_key,
+            "metrics": metrics,
         },
     )
     run(config.name, lambda ctx: serve(config, ctx), control)

@@ -1,15 +1,23 @@
 """The registrar, sans-I/O: SIP requests in, SIP responses out, bindings and timers as data.
 
-Driven like aioquic's connection: the shell calls ``receive`` for each message, sends what
-``pop_outgoing`` returns, and wakes ``handle_timer`` at ``next_timer``. Behaviour follows
-RFC 3261 §10.3 and an Expressway peer: only its SIP domains, expiry clamped to
-[min_expires, max_expires], and a maintenance mode that keeps bindings but answers every
-REGISTER with 503 and ``Warning: 382``.
+Driven like aioquic's connection: the shell calls ``receive`` for each message and
+``flow_closed`` when a connection ends, sends what ``pop_outgoing`` returns, and wakes
+``handle_timer`` at ``next_timer``. The wall clock (for ``Date``) and all randomness (tags,
+nonces, ``variable`` expiries) come from the shell, so every rule runs under a fake clock.
+
+Behaviour follows RFC 3261 §10.3 and an Expressway peer: only its SIP domains, expiry by the
+``maximum`` or ``variable`` refresh strategy, a maintenance mode that keeps bindings but answers
+every REGISTER with 503 and ``Warning: 382``, digest authentication with source lockout, a
+capacity in AORs, and RFC 5626 outbound (one binding per flow, ended when the flow closes).
+Every response carries Via ``received``/``rport`` (RFC 3261 §18.2.1, RFC 3581) and goes where
+§18.2.2 and RFC 3581 §4 say.
 """
 
 from __future__ import annotations
 
-import time
+import random
+from collections import Counter
+from collections.abc import Callable
 from dataclasses import dataclass
 from email.utils import formatdate
 
@@ -20,36 +28,47 @@ from emulator.sip.message import (
     Request,
     Response,
     SipParseError,
+    Via,
     parse_cseq,
     parse_name_addr,
     parse_uri,
+    parse_via,
     response_to,
     serialize_message,
 )
 from emulator.sip.transaction import ServerTransaction, TimerConfig, TxState, server_key
 from emulator.sip.transport import Flow
-from registrar.bindings import Binding, BindingStore, ContactKey
+from registrar.auth import DigestVerifier, Verdict
+from registrar.bindings import Binding, BindingKey, BindingStore
 from registrar.config import RegistrarConfig
 
 ALLOW = "REGISTER, OPTIONS"
+SUPPORTED = "outbound"
 MAINTENANCE_TEXT = "System in Maintenance Mode"
+# Option tags a REGISTER may Require of us.
+UNDERSTOOD = frozenset({"outbound"})
+DEFAULT_SIP_PORT = 5060
 
 
 class Reject(Exception):
-    """A REGISTER that fails a §10.3 check; carries the response to send."""
+    """A REGISTER refused; carries the response to send."""
 
-    def __init__(self, status: int, reason: str | None = None, **headers: str) -> None:
+    def __init__(
+        self, status: int, reason: str | None = None, headers: list[tuple[str, str]] | None = None
+    ) -> None:
         super().__init__(status, reason)
         self.status = status
         self.reason = reason
-        self.headers = headers
+        self.headers = headers or []
 
 
 @dataclass(frozen=True, slots=True)
 class _Change:
-    key: ContactKey
+    key: BindingKey
     contact: str
     expires: int
+    instance: str | None = None
+    reg_id: int | None = None
 
 
 class RegistrarCore:
@@ -58,14 +77,25 @@ class RegistrarCore:
         config: RegistrarConfig,
         events: EventSink,
         *,
+        wall_clock: Callable[[], float],
+        rng: random.Random,
         timers: TimerConfig | None = None,
     ) -> None:
         self.config = config
         self.maintenance = config.maintenance
         self.bindings = BindingStore()
+        # Plain counters, read by the metrics collector at scrape time.
+        self.answered: Counter[tuple[str, int]] = Counter()  # (method, status)
+        self.counts: Counter[str] = Counter()
         self._events = events
+        self._wall_clock = wall_clock
+        self._rng = rng
         self._timers = timers or TimerConfig()
         self._domains = frozenset(config.domains)
+        self._auth = (
+            DigestVerifier(config.auth, config.realm, rng) if config.auth is not None else None
+        )
+        self._full = False
         self._outgoing: list[tuple[Flow, bytes]] = []
         self._transactions: dict[tuple[str, str, str], tuple[ServerTransaction, Flow]] = {}
         self._tx_deadlines: Deadlines[tuple[str, str, str]] = Deadlines()
@@ -77,7 +107,8 @@ class RegistrarCore:
             return  # a registrar sends no requests, and non-INVITE transactions have no ACK
         if flow.reliable:
             # Over TCP/TLS nothing is retransmitted, so no server transaction state is kept.
-            self._outgoing.append((flow, serialize_message(self._answer(message, flow, now))))
+            response, reply_flow = self._answer(message, flow, now)
+            self._outgoing.append((reply_flow, serialize_message(response)))
             return
         key = server_key(message)
         if key is not None and key in self._transactions:
@@ -86,29 +117,53 @@ class RegistrarCore:
             self._flush(key, tx, tx_flow)
             return
         tx = ServerTransaction(message, reliable=False, now=now, timers=self._timers)
-        tx.respond(self._answer(message, flow, now), now)
+        response, reply_flow = self._answer(message, flow, now)
+        tx.respond(response, now)
         if key is None:
-            self._outgoing.extend((flow, data) for data in tx.pop_outgoing())
+            self._outgoing.extend((reply_flow, data) for data in tx.pop_outgoing())
             return
-        self._transactions[key] = (tx, flow)
-        self._flush(key, tx, flow)
+        self._transactions[key] = (tx, reply_flow)
+        self._flush(key, tx, reply_flow)
+
+    def flow_closed(self, flow: Flow, now: float) -> None:
+        """A connection ended: its outbound bindings end with it (RFC 5626 §6)."""
+        for binding in self.bindings.on_flow(flow):
+            self.bindings.remove(binding.aor, binding.key)
+            self.counts["removed"] += 1
+            self._events.emit(
+                Kind.BINDING_REMOVED,
+                aor=binding.aor,
+                contact=binding.contact,
+                reason="flow closed",
+                flow=str(flow),
+                registrations=len(self.bindings),
+            )
+        self._check_capacity()
 
     def pop_outgoing(self) -> list[tuple[Flow, bytes]]:
         out, self._outgoing = self._outgoing, []
         return out
 
     def next_timer(self) -> float | None:
-        times = [t for t in (self.bindings.next_expiry(), self._tx_deadlines.next()) if t]
-        return min(times) if times else None
+        times = [self.bindings.next_expiry(), self._tx_deadlines.next()]
+        if self._auth is not None:
+            times.append(self._auth.next_timer())
+        due = [t for t in times if t is not None]
+        return min(due) if due else None
 
     def handle_timer(self, now: float) -> None:
         for binding in self.bindings.expire(now):
+            self.counts["expired"] += 1
             self._events.emit(
                 Kind.BINDING_EXPIRED,
                 aor=binding.aor,
                 contact=binding.contact,
                 registrations=len(self.bindings),
             )
+        self._check_capacity()
+        if self._auth is not None:
+            for source in self._auth.unlock_due(now):
+                self._events.emit(Kind.AUTH_LOCKOUT, source=source, on=False)
         for key in self._tx_deadlines.pop_due(now):
             entry = self._transactions.get(key)
             if entry is not None:
@@ -126,15 +181,11 @@ class RegistrarCore:
         return {
             "maintenance": self.maintenance,
             "registrations": len(self.bindings),
-            "bindings": [
-                {
-                    "aor": b.aor,
-                    "contact": b.contact,
-                    "expires": b.remaining(now),
-                    "source": b.source,
-                }
-                for b in self.bindings.all()
-            ],
+            "aors": self.bindings.aors,
+            "capacity": self.config.capacity,
+            "refresh": self.config.refresh,
+            "auth": self._auth is not None,
+            "bindings": [b.to_dict(now) for b in self.bindings.all()],
         }
 
     # -- internals ----------------------------------------------------------------------
@@ -148,23 +199,33 @@ class RegistrarCore:
         else:
             self._tx_deadlines.set(key, when)
 
-    def _answer(self, request: Request, flow: Flow, now: float) -> Response:
+    def _tag(self) -> str:
+        return f"{self._rng.getrandbits(48):012x}"
+
+    def _answer(self, request: Request, flow: Flow, now: float) -> tuple[Response, Flow]:
         if request.method == "OPTIONS":
-            response = response_to(request, 200)
+            response = response_to(request, 200, tag=self._tag())
             response.headers.add("Allow", ALLOW)
             response.headers.add("Accept", "application/sdp")
-            return response
-        if request.method != "REGISTER":
-            response = response_to(request, 405)
+            response.headers.add("Supported", SUPPORTED)
+        elif request.method != "REGISTER":
+            response = response_to(request, 405, tag=self._tag())
             response.headers.add("Allow", ALLOW)
-            return response
+        else:
+            response = self._answer_register(request, flow, now)
+        # Methods are the sender's to choose: two labels plus "other" keep the metric small.
+        method = request.method if request.method in ("REGISTER", "OPTIONS") else "other"
+        self.answered[method, response.status] += 1
+        return response, _reply_via(request, response, flow)
+
+    def _answer_register(self, request: Request, flow: Flow, now: float) -> Response:
         source = f"{flow.transport} {flow.remote[0]}:{flow.remote[1]}"
         try:
-            response = self._register(request, source, now)
+            response = self._register(request, flow, now)
         except Reject as reject:
-            response = response_to(request, reject.status, reject.reason)
-            for name, value in reject.headers.items():
-                response.headers.add(name.replace("_", "-"), value)
+            response = response_to(request, reject.status, reject.reason, tag=self._tag())
+            for name, value in reject.headers:
+                response.headers.add(name, value)
         self._events.emit(
             Kind.REGISTER_ANSWERED,
             aor=_aor_or_raw(request),
@@ -176,14 +237,11 @@ class RegistrarCore:
         )
         return response
 
-    def _register(self, request: Request, source: str, now: float) -> Response:
+    def _register(self, request: Request, flow: Flow, now: float) -> Response:
         if self.maintenance:
             # Expressway keeps serving the bindings it has but takes no registration, not even
             # a refresh, so endpoints move to another peer at their next refresh.
-            raise Reject(
-                503,
-                Warning=f'382 {self.config.address} "{MAINTENANCE_TEXT}"',
-            )
+            raise Reject(503, headers=[("Warning", self._warning(382, MAINTENANCE_TEXT))])
         try:
             request_uri = parse_uri(request.uri)
             to = parse_name_addr(request.headers.get("To") or "")
@@ -196,44 +254,133 @@ class RegistrarCore:
             raise Reject(403, "Domain Not Served")
         if aor_uri.host.lower() not in self._domains or not aor_uri.user:
             raise Reject(404)
-        required = request.headers.get_all("Require")
-        if required:
-            raise Reject(420, Unsupported=", ".join(required))
         aor = f"{aor_uri.user}@{aor_uri.host.lower()}"
-        changes = self._contact_changes(request, aor, call_id, cseq)
+        if self._auth is not None:
+            self._authenticate(request, aor_uri.user, aor, flow, now)
+        unsupported = [t for t in _tags(request, "Require") if t.lower() not in UNDERSTOOD]
+        if unsupported:
+            raise Reject(420, headers=[("Unsupported", ", ".join(unsupported))])
+        changes = self._contact_changes(request, aor, call_id, cseq, flow)
+        adds = any(change.expires for change in changes)
+        capacity = self.config.capacity
+        full = capacity is not None and self.bindings.aors >= capacity
+        if adds and full and not self.bindings.has_aor(aor):
+            self.counts["capacity_refused"] += 1
+            raise Reject(
+                503,
+                "Registration Capacity Reached",
+                [("Warning", self._warning(399, f"Capacity of {capacity} AORs reached"))],
+            )
+        outbound = False
         for change in changes:
-            if change.expires == 0:
-                removed = self.bindings.remove(aor, change.key)
-                if removed is not None:
-                    self._events.emit(
-                        Kind.BINDING_REMOVED,
-                        aor=aor,
-                        contact=removed.contact,
-                        registrations=len(self.bindings),
-                    )
-            else:
-                existed = self.bindings.get(aor, change.key) is not None
-                self.bindings.put(
-                    Binding(
-                        aor, change.contact, change.key, now + change.expires, call_id, cseq, source
-                    )
-                )
-                self._events.emit(
-                    Kind.BINDING_REFRESHED if existed else Kind.BINDING_ADDED,
-                    aor=aor,
-                    contact=change.contact,
-                    expires=change.expires,
-                    source=source,
-                    registrations=len(self.bindings),
-                )
-        response = response_to(request, 200)
+            outbound = outbound or change.reg_id is not None
+            self._apply(aor, change, call_id, cseq, flow, now)
+        self._check_capacity()
+        response = response_to(request, 200, tag=self._tag())
         for binding in self.bindings.for_aor(aor):
-            response.headers.add("Contact", f"<{binding.contact}>;expires={binding.remaining(now)}")
-        response.headers.add("Date", formatdate(time.time(), usegmt=True))
+            response.headers.add("Contact", _contact_value(binding, now))
+        if outbound:
+            response.headers.add("Require", "outbound")
+            response.headers.add("Flow-Timer", str(self.config.flow_timer))
+        response.headers.add("Date", formatdate(self._wall_clock(), usegmt=True))
         return response
 
+    def _apply(
+        self, aor: str, change: _Change, call_id: str, cseq: int, flow: Flow, now: float
+    ) -> None:
+        if change.expires == 0:
+            removed = self.bindings.remove(aor, change.key)
+            if removed is not None:
+                self.counts["removed"] += 1
+                self._events.emit(
+                    Kind.BINDING_REMOVED,
+                    aor=aor,
+                    contact=removed.contact,
+                    reason="unregistered",
+                    registrations=len(self.bindings),
+                )
+            return
+        old = self.bindings.get(aor, change.key)
+        binding = Binding(
+            aor,
+            change.contact,
+            change.key,
+            now + change.expires,
+            call_id,
+            cseq,
+            flow,
+            change.instance,
+            change.reg_id,
+        )
+        self.bindings.put(binding)
+        self.counts["refreshed" if old is not None else "added"] += 1
+        self._events.emit(
+            Kind.BINDING_REFRESHED if old is not None else Kind.BINDING_ADDED,
+            aor=aor,
+            contact=change.contact,
+            expires=change.expires,
+            source=binding.source,
+            flow=str(flow),
+            registrations=len(self.bindings),
+            **({"reg_id": change.reg_id, "instance": change.instance} if change.reg_id else {}),
+        )
+
+    def _authenticate(self, request: Request, user: str, aor: str, flow: Flow, now: float) -> None:
+        assert self._auth is not None
+        auth, source = self._auth, flow.remote[0]
+        if auth.locked(source):
+            self.counts["locked_out"] += 1
+            raise Reject(403, "Forbidden (too many failed attempts)")
+        outcome = auth.check(request, now)
+        if outcome.verdict is Verdict.OK and outcome.user == user:
+            return
+        if outcome.verdict is Verdict.MISSING:
+            raise Reject(401, headers=[("WWW-Authenticate", c) for c in auth.challenges(now)])
+        if outcome.verdict is Verdict.STALE:
+            challenges = auth.challenges(now, stale=True)
+            raise Reject(401, headers=[("WWW-Authenticate", c) for c in challenges])
+        other_user = outcome.verdict is Verdict.OK
+        reason = f"user {outcome.user} may not register {aor}" if other_user else outcome.reason
+        self.counts["auth_failed"] += 1
+        self._events.emit(
+            Kind.AUTH_FAILED, aor=aor, source=source, user=outcome.user, reason=reason
+        )
+        if auth.failed(source, now):
+            self.counts["lockouts"] += 1
+            self._events.emit(
+                Kind.AUTH_LOCKOUT,
+                source=source,
+                on=True,
+                failures=auth.config.lockout_failures,
+                seconds=auth.config.lockout_time,
+            )
+        if other_user:
+            raise Reject(403, "Forbidden (not your address-of-record)")
+        raise Reject(401, headers=[("WWW-Authenticate", c) for c in auth.challenges(now)])
+
+    def _check_capacity(self) -> None:
+        capacity = self.config.capacity
+        if capacity is None:
+            return
+        full = self.bindings.aors >= capacity
+        if full != self._full:
+            self._full = full
+            self._events.emit(
+                Kind.CAPACITY, on=full, registrations=self.bindings.aors, capacity=capacity
+            )
+
+    def _warning(self, code: int, text: str) -> str:
+        return f'{code} {self.config.address} "{text}"'
+
+    def _granted(self, requested: int) -> int:
+        """Expressway's refresh strategies, for a request that passed the 423 check."""
+        ceiling = min(requested, self.config.max_expires)
+        if self.config.refresh == "variable":
+            return self._rng.randint(min(max(self.config.min_expires, 1), ceiling), ceiling)
+        return ceiling
+
     def _contact_changes(
-        self, request: Request, aor: str, call_id: str, cseq: int
+        self, request: Request, aor: str, call_id: str, cseq: int, flow: Flow
     ) -> list[_Change]:
         """Check every Contact before touching a binding: a REGISTER applies whole or not at all."""
         contacts = request.headers.get_all("Contact")
@@ -246,6 +393,7 @@ class RegistrarCore:
                 raise Reject(400, "Bad Request (Contact * needs Expires: 0 and no other contact)")
             self._check_order(self.bindings.for_aor(aor), call_id, cseq)
             return [_Change(b.key, b.contact, 0) for b in self.bindings.for_aor(aor)]
+        outbound = "outbound" in (t.lower() for t in _tags(request, "Supported"))
         changes: list[_Change] = []
         for value in contacts:
             try:
@@ -257,18 +405,33 @@ class RegistrarCore:
             if "expires" in contact.params:
                 expires = _parse_expires(contact.params["expires"] or "")
             if 0 < expires < self.config.min_expires:
-                raise Reject(423, Min_Expires=str(self.config.min_expires))
-            key: ContactKey = (
-                uri.scheme,
-                uri.user,
-                uri.host.lower(),
-                uri.port,
-                (uri.params.get("transport") or "").lower() or None,
-            )
+                raise Reject(423, headers=[("Min-Expires", str(self.config.min_expires))])
+            granted = self._granted(expires) if expires else 0
+            reg_id = _reg_id(contact.params) if outbound else None
+            if reg_id is not None:
+                instance = contact.params.get("+sip.instance")
+                if not instance:
+                    raise Reject(400, "Bad Request (reg-id without +sip.instance)")
+                if len(request.headers.get_all("Via")) > 1:
+                    # RFC 5626 §6: an edge proxy in between would need Path with ;ob.
+                    raise Reject(439)
+                key: BindingKey = (instance, reg_id)
+                change = _Change(key, contact.uri, granted, instance, reg_id)
+            else:
+                key = (
+                    uri.scheme,
+                    uri.user,
+                    uri.host.lower(),
+                    uri.port,
+                    (uri.params.get("transport") or "").lower() or None,
+                )
+                change = _Change(key, contact.uri, granted)
             existing = self.bindings.get(aor, key)
             if existing is not None:
                 self._check_order([existing], call_id, cseq)
-            changes.append(_Change(key, contact.uri, min(expires, self.config.max_expires)))
+            changes.append(change)
+        if sum(1 for c in changes if c.reg_id is not None) > 1:
+            raise Reject(400, "Bad Request (more than one Contact with reg-id)")
         return changes
 
     @staticmethod
@@ -277,6 +440,58 @@ class RegistrarCore:
         for binding in bindings:
             if binding.call_id == call_id and cseq <= binding.cseq:
                 raise Reject(500, "Server Internal Error (out-of-order REGISTER)")
+
+
+def _reply_via(request: Request, response: Response, flow: Flow) -> Flow:
+    """Stamp the top Via with ``received``/``rport`` and return where the response goes.
+
+    RFC 3261 §18.2.1: ``received`` when the sent-by host is not the source address; RFC 3581
+    §4: ``rport`` filled in (and ``received`` always) when the client asked with a bare
+    ``rport``. Over TCP/TLS the response goes back on the connection (§18.2.2); over UDP to
+    the source address, at the source port if ``rport`` was asked for, else at the sent-by
+    port (default 5060)."""
+    vias = request.headers.get_all("Via")
+    if not vias:
+        return flow
+    try:
+        top = parse_via(vias[0])
+    except SipParseError:
+        return flow
+    host, port = flow.remote
+    params = dict(top.params)
+    wants_rport = "rport" in params and params["rport"] is None
+    if wants_rport:
+        params["rport"] = str(port)
+    if wants_rport or top.host.lower() != host.lower():
+        params["received"] = host
+    if params != top.params:
+        stamped = str(Via(top.transport, top.host, top.port, params))
+        response.headers.set("Via", stamped)
+        for rest in vias[1:]:
+            response.headers.add("Via", rest)
+    if flow.reliable or wants_rport:
+        return flow
+    return Flow(flow.transport, flow.local, (host, top.port or DEFAULT_SIP_PORT))
+
+
+def _contact_value(binding: Binding, now: float) -> str:
+    value = f"<{binding.contact}>;expires={binding.remaining(now)}"
+    if binding.reg_id is not None:
+        value += f";+sip.instance={binding.instance};reg-id={binding.reg_id}"
+    return value
+
+
+def _tags(request: Request, header: str) -> list[str]:
+    return [t.strip() for t in request.headers.get_all(header) if t.strip()]
+
+
+def _reg_id(params: dict[str, str | None]) -> int | None:
+    if "reg-id" not in params:
+        return None
+    text = (params["reg-id"] or "").strip()
+    if not text.isdigit() or not 1 <= int(text) <= 2**31 - 1:
+        raise Reject(400, f"Bad Request (reg-id {text[:20]!r})")
+    return int(text)
 
 
 def _parse_expires(text: str) -> int:

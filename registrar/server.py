@@ -3,14 +3,20 @@
 from __future__ import annotations
 
 import asyncio
+import random
+import ssl
+import time
 
 from emulator.component import ComponentContext, ComponentStartError
+from emulator.kinds import Kind
+from emulator.metrics import MetricsListener
 from emulator.rearm import Rearm
 from emulator.sip.linkfault import register_link_ops
 from emulator.sip.message import Message
 from emulator.sip.transport import Flow, SipTransport, TransportName
 from registrar.config import RegistrarConfig
 from registrar.core import RegistrarCore
+from registrar.metrics import RegistrarCollector
 from registrar.tls import server_context
 
 
@@ -18,8 +24,12 @@ class RegistrarServer:
     def __init__(self, config: RegistrarConfig, ctx: ComponentContext) -> None:
         self.config = config
         self.ctx = ctx
-        self.core = RegistrarCore(config, ctx.emitter)
+        # A seed makes a run repeatable ("variable" expiries, tags, nonces); without one, nonces
+        # must not be guessable, so they come from the OS.
+        rng = random.Random(config.seed) if config.seed is not None else random.SystemRandom()
+        self.core = RegistrarCore(config, ctx.emitter, wall_clock=time.time, rng=rng)
         self.transport = SipTransport(self)
+        self.metrics: MetricsListener | None = None
         self._timer = Rearm(self._on_timer)
         self._loop = asyncio.get_running_loop()
 
@@ -32,7 +42,9 @@ class RegistrarServer:
         self.ctx.emit("sip.bad_message", flow=str(flow), error=error)
 
     def flow_closed(self, flow: Flow, reason: str) -> None:
-        self.ctx.emit("transport.closed", flow=str(flow), reason=reason)
+        self.ctx.emit(Kind.TRANSPORT_CLOSED, flow=str(flow), reason=reason)
+        self.core.flow_closed(flow, self._loop.time())
+        self._pump()
 
     def _pump(self) -> None:
         for flow, data in self.core.pop_outgoing():
@@ -54,7 +66,11 @@ class RegistrarServer:
         for name, port in listeners:
             if port is None:
                 continue
-            context = server_context(host) if name == "tls" else None
+            try:
+                context = server_context(self.config) if name == "tls" else None
+            except (OSError, ssl.SSLError) as exc:
+                await self.transport.close()
+                raise ComponentStartError(f"cannot load the TLS certificate: {exc}") from None
             try:
                 await self.transport.listen(name, host, port, context)
             except OSError as exc:
@@ -64,7 +80,22 @@ class RegistrarServer:
                     f"cannot listen on {host}:{port}/{name}: {reason}"
                 ) from None
             bound.append(f"{name}:{port}")
+        if self.config.metrics is not None:
+            try:
+                self.metrics = MetricsListener(RegistrarCollector(self.core), self.config.metrics)
+            except OSError as exc:
+                await self.transport.close()
+                raise ComponentStartError(
+                    f"cannot serve metrics on {self.config.metrics}: {exc.strerror or exc}"
+                ) from None
         return bound
+
+    async def stop(self) -> None:
+        """A graceful stop: listeners and connections closed, the metrics listener too."""
+        self._timer.cancel()
+        await self.transport.close()
+        if self.metrics is not None:
+            await asyncio.to_thread(self.metrics.close)
 
     def set_maintenance(self, args: dict[str, object]) -> dict[str, object]:
         on = args.get("on")
@@ -89,9 +120,10 @@ async def serve(config: RegistrarConfig, ctx: ComponentContext) -> None:
         listeners=listeners,
         domains=config.domains,
         maintenance=server.core.maintenance,
+        tls=str(config.tls_cert) if config.tls_cert else None,
+        metrics=config.metrics,
     )
     try:
         await ctx.stopping.wait()
     finally:
-        server._timer.cancel()
-        await server.transport.close()
+        await server.stop()

@@ -178,13 +178,18 @@ def status(lab_name: str | None, as_json: bool) -> None:
     A peer's state is what matters first: active, maintenance, paused (frozen by SIGSTOP),
     unresponsive (not answering the lab within a second), partitioned, stopped, external.
     """
-    data = _call(_lab(lab_name).status)
+    lab = _lab(lab_name)
+    data = _call(lab.status)
+    ca = lab.run_dir / "ca.pem"
+    data["ca"] = str(ca) if ca.is_file() else None
     if as_json:
         click.echo(json.dumps(data, indent=2))
         return
     dns = data["dns"]
     metrics = f"   metrics {dns['metrics']}" if dns.get("metrics") else ""
     click.echo(f"lab {data['lab']}   dns {dns['address']} ({_state(dns)}){metrics}")
+    if data["ca"]:
+        click.echo(f"ca  {data['ca']}   (verify the peers' TLS with it)")
     click.echo()
     click.echo(
         _table(
@@ -223,7 +228,8 @@ def _table(header: list[str], rows: list[list[str]]) -> str:
 @lab_option
 @click.option("--json", "as_json", is_flag=True, help="Print the bindings as JSON.")
 def bindings(peer: str, lab_name: str | None, as_json: bool) -> None:
-    """Show a registrar peer's bindings: AOR, contact, seconds left, where it came from."""
+    """Show a registrar peer's bindings: AOR, contact, seconds left, the flow it came on
+    (RFC 5626 outbound bindings also show their reg-id; they end when their flow closes)."""
     lab = _lab(lab_name)
     peers = [p["name"] for p in _call(lab.status)["peers"]]
     if peer not in peers:
@@ -238,9 +244,15 @@ def bindings(peer: str, lab_name: str | None, as_json: bool) -> None:
         click.echo()
         click.echo(
             _table(
-                ["AOR", "CONTACT", "EXPIRES", "FROM"],
+                ["AOR", "CONTACT", "EXPIRES", "FLOW", "REG-ID"],
                 [
-                    [b["aor"], b["contact"], str(b["expires"]), b["source"]]
+                    [
+                        b["aor"],
+                        b["contact"],
+                        str(b["expires"]),
+                        b.get("flow") or b["source"],
+                        str(b.get("reg_id") or "-"),
+                    ]
                     for b in result["bindings"]
                 ],
             )
@@ -308,6 +320,36 @@ def _recorded(path: Path, since: int, renderer: Any) -> Iterator[dict[str, Any]]
                 renderer.remember(event)  # pids from before the window
                 continue
             yield {"seq": seq, **event}
+
+
+@cli.command()
+@click.argument("lab_file", required=False, type=click.Path(path_type=Path, dir_okay=False))
+def certs(lab_file: Path | None) -> None:
+    """Make the lab's certificate authority (if it has none yet) and a certificate per peer.
+
+    The CA lives in the lab's state directory for the lab's whole life: clients verify every
+    peer with its ca.pem (e.g. openssl s_client -CAfile ca.pem -verify_return_error). A lab
+    does this itself at start; this command makes the files before it, or again after a change
+    of peers. A running peer keeps the certificate it loaded until it restarts.
+    """
+    from emulator.lab.certs import ca_path, lab_certificates
+    from emulator.lab.state import run_dir
+
+    lab = _load(lab_file)
+    directory = run_dir(lab.name)
+    try:
+        directory.mkdir(parents=True, exist_ok=True)
+        issued = lab_certificates(lab, directory)
+    except (OSError, ValueError) as exc:
+        _fail(f"cannot make the lab's certificates in {directory}: {exc}")
+    click.echo(f"ca: {ca_path(directory)}")
+    peers = {p.name for p in lab.peers}
+    for name, cert in issued.items():
+        if name in peers:
+            dns_names, addresses = lab.peer_tls_names(name)
+            click.echo(f"{name}: {cert.cert} ({', '.join([*dns_names, *addresses])})")
+        else:
+            click.echo(f"{name}: {cert.cert} (client)")
 
 
 @cli.command()

@@ -26,7 +26,8 @@ from pydantic import (
 from dnsserver.config import DnsServerConfig, RecordConfig, TsigKeyConfig, ZoneConfig
 from emulator.validation import ConfigError, describe
 from endpoint.config import EndpointConfig, RegistrationSettings
-from registrar.config import RegistrarConfig
+from registrar.ca import IssuedCert
+from registrar.config import AuthConfig, RegistrarConfig
 
 NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.@-]*$"
 CONTAINER_NETWORK = IPv4Network("198.18.0.0/15")
@@ -55,6 +56,11 @@ class PeerSpec(_Model):
     # HOST:PORT of a peer started elsewhere with --control listen:HOST:PORT (a container,
     # another host): the lab attaches to its channel instead of starting a process.
     attach: str | None = Field(default=None, pattern=ATTACH_PATTERN)
+    # Registered AORs this peer takes (Expressway sizing: 2,500, 5,000); default: the
+    # registrar section's capacity.
+    capacity: int | None = Field(default=None, ge=1)
+    # Prometheus /metrics on the peer's address; null: no listener.
+    metrics_port: int | None = Field(default=9160, ge=1, le=65535)
 
     @model_validator(mode="after")
     def _one_way(self) -> PeerSpec:
@@ -102,6 +108,15 @@ class RegistrarSpec(_Model):
     min_expires: int = Field(default=45, ge=0)
     max_expires: int = Field(default=60, ge=1)
     default_expires: int = Field(default=60, ge=1)
+    # Expressway's refresh strategies: "maximum" or "variable" (seeded by seed).
+    refresh: Literal["maximum", "variable"] = "maximum"
+    seed: int | None = None
+    capacity: int | None = Field(default=None, ge=1, description="AORs per peer")
+    flow_timer: int = Field(default=120, ge=1, description="RFC 5626 Flow-Timer, seconds")
+    # Digest credentials (per user, or a pattern per group of endpoints); null: no auth.
+    auth: AuthConfig | None = None
+    # Mutual TLS: client certificates checked against the lab CA.
+    tls_client_auth: Literal["none", "optional", "required"] = "none"
 
 
 class EndpointSpec(_Model, RegistrationSettings):
@@ -280,8 +295,28 @@ class LabConfig(_Model):
             records.append(record(self.dns.cluster_name, _a_type(peer.address), str(peer.address)))
         return records
 
-    def registrar_config(self, name: str) -> RegistrarConfig:
+    def peer_tls_names(self, name: str) -> tuple[list[str], list[str]]:
+        """What a peer's certificate names: its DNS name, the cluster name, the SIP domain
+        (DNS names) and its address (IP)."""
         peer = self.peer(name)
+        dns_names = [
+            f"{peer.name}.{self.domain}",
+            f"{self.dns.cluster_name}.{self.domain}",
+            self.domain,
+            peer.name,
+        ]
+        return dns_names, [str(peer.address)]
+
+    def registrar_config(
+        self, name: str, tls: IssuedCert | None = None, ca: Path | None = None
+    ) -> RegistrarConfig:
+        """A peer's config; ``tls`` is its certificate from the lab CA (``ca``), if made."""
+        peer = self.peer(name)
+        reg = self.registrar
+        metrics = None
+        if peer.metrics_port is not None:
+            host = f"[{peer.address}]" if peer.address.version == 6 else str(peer.address)
+            metrics = f"{host}:{peer.metrics_port}"
         return RegistrarConfig(
             name=peer.name,
             address=peer.address,
@@ -289,10 +324,20 @@ class LabConfig(_Model):
             tcp_port=peer.tcp_port,
             tls_port=peer.tls_port,
             domains=[self.domain],
-            min_expires=self.registrar.min_expires,
-            max_expires=self.registrar.max_expires,
-            default_expires=self.registrar.default_expires,
+            min_expires=reg.min_expires,
+            max_expires=reg.max_expires,
+            default_expires=reg.default_expires,
+            refresh=reg.refresh,
+            seed=reg.seed,
+            capacity=peer.capacity or reg.capacity,
+            flow_timer=reg.flow_timer,
+            auth=reg.auth,
             maintenance=peer.maintenance,
+            tls_cert=tls.cert if tls else None,
+            tls_key=tls.key if tls else None,
+            tls_client_auth=reg.tls_client_auth if ca else "none",
+            tls_client_ca=ca if reg.tls_client_auth != "none" else None,
+            metrics=metrics,
         )
 
     def endpoint_config(self, name: str) -> EndpointConfig:

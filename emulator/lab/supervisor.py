@@ -26,6 +26,7 @@ from emulator.channel import channel_token
 from emulator.events import Event
 from emulator.kinds import Kind
 from emulator.lab.attached import AttachedComponent
+from emulator.lab.certs import ca_path, lab_certificates
 from emulator.lab.eventlog import EventLog
 from emulator.lab.link import ComponentLink, ControlFailure
 from emulator.lab.model import LabConfig
@@ -73,11 +74,16 @@ class Supervisor:
         self.log = EventLog(events_path, on_event=self._record)
         self.components: dict[str, ComponentLink] = {}
         self._health: asyncio.Task[None] | None = None
+        # The lab CA and the peers' certificates live in the lab's run directory (next to its
+        # events), so clients can verify the peers with <run dir>/ca.pem.
+        run_dir = events_path.parent if events_path is not None else None
+        certs = lab_certificates(lab, run_dir) if run_dir is not None else {}
+        ca = ca_path(run_dir) if run_dir is not None else None
         self._add("dns", "dnsserver", lab.dns_config().model_dump_json(), lab.dns.attach)
         for peer in lab.peers:
             if not peer.external:
-                config = lab.registrar_config(peer.name).model_dump_json()
-                self._add(peer.name, "registrar", config, peer.attach)
+                config = lab.registrar_config(peer.name, certs.get(peer.name), ca)
+                self._add(peer.name, "registrar", config.model_dump_json(), peer.attach)
         for spec in lab.endpoints:
             assert spec.name is not None
             config = lab.endpoint_config(spec.name).model_dump_json()

@@ -665,8 +665,11 @@ def new_call_id(host: str) -> str:
     return f"{secrets.token_hex(12)}@{host}"
 
 
-def response_to(request: Request, status: int, reason: str | None = None) -> Response:
-    """RFC 3261 §8.2.6.2: a response carrying the request's Via, From, To, Call-ID, CSeq."""
+def response_to(
+    request: Request, status: int, reason: str | None = None, *, tag: str | None = None
+) -> Response:
+    """RFC 3261 §8.2.6.2: a response carrying the request's Via, From, To, Call-ID, CSeq;
+    ``tag`` is the To tag to add (default: a random one), for a core with its own randomness."""
     headers = Headers(
         (name, value)
         for name, value in request.headers
@@ -674,7 +677,7 @@ def response_to(request: Request, status: int, reason: str | None = None) -> Res
     )
     to = request.headers.get("To")
     if to is not None and status > 100 and parse_name_addr(to).tag is None:
-        headers.set("To", f"{to};tag={new_tag()}")
+        headers.set("To", f"{to};tag={tag or new_tag()}")
     return Response(
         status, REASON_PHRASES.get(status, "Unknown") if reason is None else reason, headers
     )

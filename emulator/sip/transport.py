@@ -28,6 +28,7 @@ from emulator.rearm import Rearm
 from emulator.sip.framing import KeepAlive, StreamFramer
 from emulator.sip.linkfault import Direction, LinkFaults
 from emulator.sip.message import DEFAULT_LIMITS, Limits, Message, SipParseError, parse_message
+from emulator.sip.stun import binding_response, is_stun
 
 TransportName = Literal["udp", "tcp", "tls"]
 Address = tuple[str, int]
@@ -211,6 +212,12 @@ class _DatagramProtocol(asyncio.DatagramProtocol):
         flow = Flow("udp", self.local, _address(addr))
         if not data.strip(b"\r\n"):
             return  # a UDP keep-alive carries no message
+        if is_stun(data):
+            # RFC 5626 §4.4.2: the keep-alive of an outbound UDP flow is a STUN Binding.
+            answer = binding_response(data, flow.remote)
+            if answer is not None:
+                self._owner.send(flow, answer)
+            return
         try:
             message = parse_message(data, self._owner.limits)
         except SipParseError as exc:

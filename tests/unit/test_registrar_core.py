@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import random
 from ipaddress import IPv4Address
 
 import pytest
@@ -25,7 +26,7 @@ from registrar.config import RegistrarConfig
 from registrar.core import RegistrarCore
 
 TCP = Flow("tcp", ("127.0.0.11", 5060), ("127.0.0.101", 40000))
-UDP = Flow("udp", ("127.0.0.11", 5060), ("127.0.0.101", 5060))
+UDP = Flow("udp", ("127.0.0.11", 5060), ("127.0.0.101", 40000))
 
 
 def core(**overrides: object) -> tuple[RegistrarCore, EventList]:
@@ -33,7 +34,7 @@ def core(**overrides: object) -> tuple[RegistrarCore, EventList]:
         {"name": "exp1", "address": "127.0.0.11", "domains": ["uctest.local"], **overrides}
     )
     events = EventList()
-    return RegistrarCore(config, events), events
+    return RegistrarCore(config, events, wall_clock=lambda: 1e9, rng=random.Random(7)), events
 
 
 def register(
@@ -158,11 +159,12 @@ def test_query_lists_bindings_without_changing_them() -> None:
     assert parse_name_addr(contact).params["expires"] == "50"
 
 
-def test_require_gets_420() -> None:
+def test_require_gets_420_for_what_is_not_understood() -> None:
     registrar, _ = core()
-    response = answer(registrar, register(extra=(("Require", "outbound"),)), now=0.0)
+    extra = (("Require", "outbound, 100rel"), ("Require", "timer"))
+    response = answer(registrar, register(extra=extra), now=0.0)
     assert response.status == 420
-    assert response.headers.get("Unsupported") == "outbound"
+    assert response.headers.get("Unsupported") == "100rel, timer"
 
 
 def test_options_and_other_methods() -> None:
