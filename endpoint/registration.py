@@ -132,6 +132,8 @@ class Registration:
         self._retry_at: float | None = None
         # RoomOS resets its locator after a registration that followed a failure.
         self._failed_before = False
+        # A graceful stop's REGISTER (Expires: 0) is in flight: its outcome ends, never fails over.
+        self.unregistering = False
 
     # -- the sans-I/O verbs ------------------------------------------------------------
 
@@ -214,6 +216,27 @@ class Registration:
         self.flow = None  # closing our own sockets is not a lost connection
         self._refresh_at = self._retry_at = None
         self.phase = Phase.IDLE
+
+    def unregister(self, now: float) -> bool:
+        """Graceful stop (RFC 3261 §10.2.2): REGISTER with ``Expires: 0`` on the live flow; any
+        outcome (2xx, error, timeout, lost flow) then ends in ``Inactive`` with no failover.
+        False when there is no binding to remove: the core is simply stopped."""
+        if not self._registered or self.flow is None or self.target is None:
+            self.stop()
+            return False
+        self.unregistering = True
+        self._refresh_at = self._retry_at = None
+        self._expires = 0
+        self._send_register(now)
+        return True
+
+    def _unregistered(self, outcome: str, now: float) -> None:
+        if self.flow is not None:
+            self._actions.append(Close(self.flow))
+        self.stop()
+        self.unregistering = False
+        self._expires = self.config.expires
+        self._set_status(Status.INACTIVE, f"Unregistered ({outcome})", now)
 
     def snapshot(self) -> dict[str, object]:
         target = self.target
@@ -344,6 +367,9 @@ class Registration:
                 self._tx = None
 
     def _final_response(self, response: Response, now: float) -> None:
+        if self.unregistering:
+            self._unregistered(f"{response.status} {response.reason}", now)
+            return
         if 200 <= response.status < 300:
             self._registered_ok(response, now)
             return
@@ -395,6 +421,9 @@ class Registration:
 
     def _fail(self, reason: str, now: float, *, retry_only: bool = False) -> None:
         """Report Failed, then fail over (or back off when nothing is left to try)."""
+        if self.unregistering:
+            self._unregistered(reason, now)
+            return
         self._tx = None
         self._refresh_at = None
         if self.target is not None and not retry_only:
