@@ -36,7 +36,7 @@ CONNECT_TIMEOUT = 5.0
 class _Tagged:
     """A core's event sink: the host's emitter, with the endpoint's AOR on every event."""
 
-    __slots__ = ("_emit", "_aor")
+    __slots__ = ("_aor", "_emit")
 
     def __init__(self, sink: EventSink, aor: str) -> None:
         self._emit = sink.emit
@@ -48,7 +48,7 @@ class _Tagged:
 
 
 class _Endpoint:
-    __slots__ = ("index", "aor", "config", "reg", "proxy", "resolver", "started", "udp_local")
+    __slots__ = ("aor", "config", "index", "proxy", "reg", "resolver", "started", "udp_local")
 
     def __init__(
         self,
