@@ -132,9 +132,11 @@ def test_stopping_one_endpoint_of_a_host_deregisters_it_alone(
 
     lab.start("1002@uctest.local")
     lab.until(
-        lambda e: e["kind"] == "registration.state"
-        and e["aor"] == "1002@uctest.local"
-        and e["state"] == "Registered",
+        lambda e: (
+            e["kind"] == "registration.state"
+            and e["aor"] == "1002@uctest.local"
+            and e["state"] == "Registered"
+        ),
         since=seq,
         timeout=10,
     )
