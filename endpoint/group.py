@@ -40,7 +40,9 @@ class GroupConfig(BaseModel):
     address: IPvAnyAddress = Field(description="the first address of the group's pool")
     addresses: int = Field(default=1, ge=1, description="pool size; member i uses i mod size")
     jitter: float = Field(default=0.0, ge=0, description="start-up spread, seconds")
-    resolve: Literal["shared", "independent"] = "shared"
+    # shared: one TTL cache for the group, identical queries coalesced; independent: a cache per
+    # endpoint (separate devices); uncached: every lookup goes to the DNS server.
+    resolve: Literal["shared", "independent", "uncached"] = "shared"
     # The EndpointConfig fields every member shares (proxy, transport, timers...).
     settings: dict[str, Any] = {}
 

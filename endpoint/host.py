@@ -91,7 +91,12 @@ class EndpointHost:
     def _add_group(self, group: GroupConfig) -> None:
         template = group.template()
         proxy = parse_proxy(template.proxy)
-        shared = shared_resolver(template.dns_servers()) if group.resolve == "shared" else None
+        servers = template.dns_servers()
+        # shared: one cache for the group; uncached: every lookup asks the server (the seed's
+        # endpoint); independent: a cache per endpoint, as separate devices would have.
+        shared = {"shared": shared_resolver(servers), "uncached": Resolver(servers)}.get(
+            group.resolve
+        )
         now = self.now()
         for i in range(group.count):
             config = group.member(i, template)

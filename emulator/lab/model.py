@@ -131,7 +131,9 @@ class EndpointSpec(_Model):
     address: IPvAnyAddress | None = None
     addresses: int = Field(default=1, ge=1, description="address pool size; 1: source ports")
     jitter: float | None = Field(default=None, ge=0, description="start-up spread, seconds")
-    resolve: Literal["shared", "independent"] = "shared"
+    # DNS: shared (one cache per host, TTL honoured), independent (a cache per endpoint, as
+    # separate devices), uncached (every lookup asks the server, as the seed's endpoint did).
+    resolve: Literal["shared", "independent", "uncached"] = "shared"
     # Settings every member shares: any field named as in EndpointConfig is passed through.
     proxy: str | None = Field(default=None, description="default: the lab's domain (SRV)")
     transport: Literal["tcp", "udp", "tls", "auto"] = "tcp"
