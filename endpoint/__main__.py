@@ -3,6 +3,8 @@ registering and failing over via DNS."""
 
 from __future__ import annotations
 
+import json
+
 import click
 
 from emulator.channel import ChannelSpec
@@ -38,8 +40,10 @@ def main(
     The flags describe one endpoint; --config-json takes a whole host (groups of endpoints
     with URI patterns and address pools: what the lab supervisor passes).
     """
-    if config_json is not None:
+    if config_json is not None and _is_host(config_json):
         host = build_config(HostConfig, config_json, {})
+    elif config_json is not None:  # one endpoint's config, as before hosts
+        host = HostConfig.single(build_config(EndpointConfig, config_json, {}))
     else:
         endpoint = build_config(
             EndpointConfig,
@@ -56,6 +60,15 @@ def main(
         )
         host = HostConfig.single(endpoint)
     run(host.name, lambda ctx: serve(host, ctx), control)
+
+
+def _is_host(config_json: str) -> bool:
+    """A host's config has groups; anything unreadable is left to HostConfig to explain."""
+    try:
+        data = json.loads(config_json)
+    except ValueError:
+        return True
+    return not isinstance(data, dict) or "groups" in data
 
 
 if __name__ == "__main__":

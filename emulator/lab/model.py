@@ -254,7 +254,7 @@ class LabConfig(_Model):
                 )
             if spec.attach is not None and count > 1:
                 raise ValueError(f"{where}: an attached endpoint host is one host; hosts: 1")
-            base = spec.name or (spec.uri if spec.count == 1 else f"ep-{index + 1}")
+            base = spec.name = spec.name or (spec.uri if spec.count == 1 else f"ep-{index + 1}")
             for shard in range(count):
                 name = base if count == 1 else f"{base}.{shard + 1}"
                 if name in names:
