@@ -1,13 +1,17 @@
-"""``python -m endpoint``: one RoomOS-like SIP endpoint that registers and fails over via DNS."""
+"""``python -m endpoint``: an endpoint host, one RoomOS-like SIP endpoint or thousands, each
+registering and failing over via DNS."""
 
 from __future__ import annotations
+
+import json
 
 import click
 
 from emulator.channel import ChannelSpec
 from emulator.component_cli import build_config, config_json_option, control_option, run
-from endpoint.agent import serve
 from endpoint.config import EndpointConfig
+from endpoint.group import HostConfig
+from endpoint.host import serve
 
 
 @click.command(context_settings={"help_option_names": ["-h", "--help"]})
@@ -31,21 +35,40 @@ def main(
     expires: int | None,
     control: ChannelSpec,
 ) -> None:
-    """Register an endpoint through RFC 3263 DNS lookups, and re-register on failure."""
-    config = build_config(
-        EndpointConfig,
-        config_json,
-        {
-            "name": name or uri,
-            "uri": uri,
-            "proxy": proxy,
-            "transport": transport,
-            "address": address,
-            "dns": list(dns) or None,
-            "expires": expires,
-        },
-    )
-    run(config.name, lambda ctx: serve(config, ctx), control)
+    """Register endpoints through RFC 3263 DNS lookups, and re-register on failure.
+
+    The flags describe one endpoint; --config-json takes a whole host (groups of endpoints
+    with URI patterns and address pools: what the lab supervisor passes).
+    """
+    if config_json is not None and _is_host(config_json):
+        host = build_config(HostConfig, config_json, {})
+    elif config_json is not None:  # one endpoint's config, as before hosts
+        host = HostConfig.single(build_config(EndpointConfig, config_json, {}))
+    else:
+        endpoint = build_config(
+            EndpointConfig,
+            None,
+            {
+                "name": name or uri,
+                "uri": uri,
+                "proxy": proxy,
+                "transport": transport,
+                "address": address,
+                "dns": list(dns) or None,
+                "expires": expires,
+            },
+        )
+        host = HostConfig.single(endpoint)
+    run(host.name, lambda ctx: serve(host, ctx), control)
+
+
+def _is_host(config_json: str) -> bool:
+    """A host's config has groups; anything unreadable is left to HostConfig to explain."""
+    try:
+        data = json.loads(config_json)
+    except ValueError:
+        return True
+    return not isinstance(data, dict) or "groups" in data
 
 
 if __name__ == "__main__":

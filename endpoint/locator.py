@@ -257,8 +257,9 @@ class LocateError(Exception):
 class Resolver:
     """Async DNS lookups for ``plan_targets``, over dnspython.
 
-    No cache on purpose: the endpoint re-resolves after a failure (RoomOS's "restarted locator"),
-    and a round-robin A name must then give the server's next rotation.
+    No cache of its own: an endpoint host hands it a caching, coalescing dnspython resolver
+    (``dns_resolver``, see endpoint/resolver_cache.py); without one every lookup goes to the
+    server, so a round-robin A name gives the server's next rotation each time.
     """
 
     def __init__(
@@ -267,13 +268,14 @@ class Resolver:
         *,
         timeout: float = 2.0,
         lifetime: float = 5.0,
+        dns_resolver: dns.asyncresolver.Resolver | None = None,
     ) -> None:
         if not nameservers:
             raise ValueError("at least one DNS server is needed")
         listed = ", ".join(f"[{h}]:{p}" if ":" in h else f"{h}:{p}" for h, p in nameservers)
         self._servers = f"DNS server {listed}" if len(nameservers) == 1 else f"DNS servers {listed}"
         # configure=False: never read /etc/resolv.conf, so no search domains and no cache.
-        self._resolver = dns.asyncresolver.Resolver(configure=False)
+        self._resolver = dns_resolver or dns.asyncresolver.Resolver(configure=False)
         self._resolver.nameservers = [
             dns.nameserver.Do53Nameserver(host, port) for host, port in nameservers
         ]

@@ -198,15 +198,88 @@ def status(lab_name: str | None, as_json: bool) -> None:
         )
     )
     click.echo()
-    click.echo(
+    endpoints = data["endpoints"]
+    if len(endpoints) > STATUS_ENDPOINT_ROWS:
+        click.echo(_endpoint_summary(data))
+        return
+    click.echo(_endpoint_table(endpoints))
+
+
+# Past this many endpoints 'siplab status' shows counts; 'siplab endpoints' lists them.
+STATUS_ENDPOINT_ROWS = 20
+
+
+def _endpoint_table(endpoints: list[dict[str, Any]]) -> str:
+    return _table(
+        ["ENDPOINT", "STATE", "REGISTRAR", "TRANSPORT", "REASON"],
+        [
+            [e["uri"], e["state"], e["registrar"] or "-", e["transport"] or "-", e["reason"]]
+            for e in endpoints
+        ],
+    )
+
+
+def _peer_names(data: dict[str, Any]) -> dict[str, str]:
+    """Registrar address (host) -> peer name."""
+    return {p["address"]: p["name"] for p in data["peers"]}
+
+
+def _registrar_label(registrar: str, peers: dict[str, str]) -> str:
+    host = registrar.rpartition(":")[0].strip("[]") or registrar
+    return f"{peers[host]} ({registrar})" if host in peers else registrar
+
+
+def _endpoint_summary(data: dict[str, Any]) -> str:
+    counts = data.get("endpoint_counts") or {}
+    hosts = len({e.get("host") for e in data["endpoints"]})
+    lines = [f"{len(data['endpoints'])} endpoints in {hosts} host process(es)"]
+    lines.append(
         _table(
-            ["ENDPOINT", "STATE", "REGISTRAR", "TRANSPORT", "REASON"],
-            [
-                [e["uri"], e["state"], e["registrar"] or "-", e["transport"] or "-", e["reason"]]
-                for e in data["endpoints"]
-            ],
+            ["STATE", "ENDPOINTS"],
+            [[state, str(n)] for state, n in sorted((counts.get("by_state") or {}).items())],
         )
     )
+    by_registrar = counts.get("by_registrar") or {}
+    if by_registrar:
+        peers = _peer_names(data)
+        lines.append("")
+        lines.append(
+            _table(
+                ["REGISTRAR", "ENDPOINTS"],
+                [[_registrar_label(r, peers), str(n)] for r, n in sorted(by_registrar.items())],
+            )
+        )
+    lines.append("")
+    lines.append("'siplab endpoints [--state STATE] [--registrar PEER]' lists them")
+    return "\n".join(lines)
+
+
+@cli.command()
+@lab_option
+@click.option("--state", help="Only endpoints in this state (Registered, Failed, ...).")
+@click.option("--registrar", metavar="PEER", help="Only those registered with this peer (or IP).")
+@click.option("--json", "as_json", is_flag=True, help="Print them as JSON.")
+def endpoints(
+    lab_name: str | None, state: str | None, registrar: str | None, as_json: bool
+) -> None:
+    """List the endpoints: AOR, state, registrar, transport, reason."""
+    data = _call(_lab(lab_name).status)
+    peers = {p["name"]: p["address"] for p in data["peers"]}
+    if registrar is not None and registrar not in peers and registrar not in peers.values():
+        _fail(f"{registrar!r} is not a peer; peers are: {', '.join(peers)}")
+    host = peers.get(registrar or "", registrar)
+    chosen = [
+        e
+        for e in data["endpoints"]
+        if (state is None or e["state"].lower() == state.lower())
+        and (host is None or (e["registrar"] or "").rpartition(":")[0].strip("[]") == host)
+    ]
+    if as_json:
+        click.echo(json.dumps(chosen, indent=2))
+        return
+    if chosen:
+        click.echo(_endpoint_table(chosen))
+    click.echo(f"{len(chosen)} of {len(data['endpoints'])} endpoints", err=True)
 
 
 def _state(component: dict[str, Any]) -> str:
@@ -272,15 +345,19 @@ def bindings(peer: str, lab_name: str | None, as_json: bool) -> None:
     help="human lines, raw JSON lines, or the endpoints' RoomOS log lines only.",
 )
 @click.option("--verbose", "-v", is_flag=True, help="human: include DNS queries and connections.")
-def events(lab_name: str | None, follow: bool, since: int, fmt: str, verbose: bool) -> None:
+@click.option("--aor", metavar="AOR", help="Only this endpoint's events, e.g. 1001@uctest.local.")
+def events(
+    lab_name: str | None, follow: bool, since: int, fmt: str, verbose: bool, aor: str | None
+) -> None:
     """Print a lab's events (every component's, in arrival order).
 
     For a lab that is no longer running, the events it recorded are read from its state
-    directory (the newest lab's, or --lab NAME's).
+    directory (the newest lab's, or --lab NAME's). '--aor 1001@uctest.local --format roomos'
+    is one endpoint's RoomOS log, even out of a host of thousands.
     """
     from emulator.lab.render import Renderer
 
-    renderer = Renderer(fmt, verbose=verbose)
+    renderer = Renderer(fmt, verbose=verbose, aor=aor)
     try:
         source = _event_source(lab_name, since, follow, renderer)
         for event in source:
@@ -629,7 +706,7 @@ def scenario_failover(
         except ScenarioUnavailable as exc:
             _fail(str(exc))
         click.echo(
-            f"{fault} x{runs} on lab {lab.name!r} ({len(lab.endpoints)} endpoint(s))", err=True
+            f"{fault} x{runs} on lab {lab.name!r} ({lab.endpoint_count()} endpoint(s))", err=True
         )
     else:
         _lab(running)  # a lab that is not running says so in one line

@@ -155,11 +155,16 @@ def compose_file(lab: LabConfig, source: str = "the seed's lab") -> str:
             "registrar", peer.name, config.model_dump_json(), peer.address, ports
         )
     ready = list(services)
-    for spec in inside.endpoints:
-        assert spec.name is not None
-        name = service_name(spec.name, endpoints)
-        config = inside.endpoint_config(spec.name).model_dump_json()
-        services[name] = service("endpoint", spec.name, config, spec.address, [])
+    for host in inside.endpoint_hosts():
+        spec = inside.endpoints[host.group]
+        if spec.host_count() > 1:
+            raise ConfigError(
+                f"endpoint group {spec.uri!r} spreads over {spec.host_count()} host processes; "
+                "in containers a group runs in one container: set hosts: 1"
+            )
+        name = service_name(host.name, endpoints)
+        config = inside.host_config(host.name).model_dump_json()
+        services[name] = service("endpoint", host.name, config, spec.address, [])
         services[name]["depends_on"] = _healthy(ready)  # it resolves and registers at start
     if "lab" in services or len(services) < 1 + len(peers) + len(endpoints):
         raise ConfigError("a component may not be named 'lab' (the supervisor's service)")

@@ -8,7 +8,9 @@ own typed configuration derived from it (``dns_config``, ``registrar_config``,
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import re
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 from ipaddress import IPv4Address, IPv4Network, ip_address
 from pathlib import Path
 from typing import Literal
@@ -19,6 +21,7 @@ from pydantic import (
     ConfigDict,
     Field,
     IPvAnyAddress,
+    PrivateAttr,
     ValidationError,
     model_validator,
 )
@@ -26,6 +29,7 @@ from pydantic import (
 from dnsserver.config import DnsServerConfig, RecordConfig, TsigKeyConfig, ZoneConfig
 from emulator.validation import ConfigError, describe
 from endpoint.config import EndpointConfig, RegistrationSettings
+from endpoint.group import PLACEHOLDER, GroupConfig, HostConfig, member_aor, pattern_regex
 from registrar.ca import IssuedCert
 from registrar.config import AuthConfig, RegistrarConfig
 
@@ -119,12 +123,36 @@ class RegistrarSpec(_Model):
     tls_client_auth: Literal["none", "optional", "required"] = "none"
 
 
+# Endpoints one host process runs unless the group says otherwise, and the most it may run:
+# a process may hold 20,000 open files, one per endpoint, with room for failovers (an old
+# connection closing while the new one opens) and the resolver's sockets.
+ENDPOINTS_PER_HOST = 10_000
+MAX_ENDPOINTS_PER_HOST = 16_000
+# Source ports one address can give to connections (Linux's default ephemeral range).
+MAX_ENDPOINTS_PER_ADDRESS = 28_000
+# Default start-up spread of a group: 1 ms per endpoint, at most this many seconds.
+MAX_DEFAULT_JITTER = 10.0
+
+
 class EndpointSpec(_Model, RegistrationSettings):
-    uri: str
+    """One endpoint, or a group of ``count`` endpoints whose URIs follow a ``{n}`` pattern;
+    the RoomOS settings that decide failover (RegistrationSettings) are shared by the group."""
+
+    uri: str = Field(description="an AOR, or a pattern such as {n}@uctest.local")
+    count: int = Field(default=1, ge=1)
+    first: int = Field(default=1001, ge=0, description="n of the first member")
+    # The host process's component name (a group over several hosts: NAME.1, NAME.2...).
     name: str | None = Field(default=None, pattern=NAME_PATTERN)
+    hosts: int | None = Field(default=None, ge=1, description="host processes to spread over")
+    address: IPvAnyAddress | None = None
+    addresses: int = Field(default=1, ge=1, description="address pool size; 1: source ports")
+    jitter: float | None = Field(default=None, ge=0, description="start-up spread, seconds")
+    # DNS: shared (one cache per host, TTL honoured), independent (a cache per endpoint, as
+    # separate devices), uncached (every lookup asks the server, as the seed's endpoint did).
+    resolve: Literal["shared", "independent", "uncached"] = "shared"
+    # Settings every member shares: any field named as in EndpointConfig is passed through.
     proxy: str | None = Field(default=None, description="default: the lab's domain (SRV)")
     transport: Literal["tcp", "udp", "tls", "auto"] = "tcp"
-    address: IPvAnyAddress | None = None
     expires: int = Field(default=3600, ge=1)
     refresh_ratio: float = Field(default=0.9, gt=0, lt=1)
     t1: float = Field(default=0.5, gt=0, le=10)
@@ -132,6 +160,48 @@ class EndpointSpec(_Model, RegistrationSettings):
     retry_max: float = Field(default=1800.0, gt=0)
     failed_memory: float = Field(default=60.0, ge=0)
     attach: str | None = Field(default=None, pattern=ATTACH_PATTERN)
+
+    def host_count(self) -> int:
+        return self.hosts or -(-self.count // ENDPOINTS_PER_HOST)
+
+    def start_jitter(self) -> float:
+        if self.jitter is not None:
+            return self.jitter
+        return 0.0 if self.count == 1 else min(self.count * 0.001, MAX_DEFAULT_JITTER)
+
+    def aor(self, i: int) -> str:
+        """The ``i``-th member's AOR (0-based)."""
+        return member_aor(self.uri, self.first + i)
+
+
+# EndpointSpec fields that are endpoint settings, handed to every member as they are.
+_GROUP_FIELDS = frozenset({"name", "uri", "address"})
+ENDPOINT_SETTINGS = tuple(
+    name
+    for name in EndpointSpec.model_fields
+    if name in EndpointConfig.model_fields and name not in _GROUP_FIELDS and name != "proxy"
+)
+
+
+@dataclass(frozen=True, slots=True)
+class EndpointHostPlan:
+    """One endpoint host process: ``count`` members of group ``group`` from ``start``."""
+
+    name: str
+    group: int
+    start: int
+    count: int
+
+
+@dataclass(slots=True)
+class _EndpointIndex:
+    """Where each endpoint lives, found without listing them: literal AORs in a dict, patterns
+    by regex (a lab has few groups)."""
+
+    hosts: list[EndpointHostPlan]
+    literal: dict[str, int]  # AOR -> group
+    patterns: list[tuple[re.Pattern[str], int]]  # (AORs of a {n} group, group)
+    names: dict[str, int]  # host component name -> index in hosts
 
 
 class LabConfig(_Model):
@@ -145,6 +215,7 @@ class LabConfig(_Model):
     # loopback: every component the lab runs sits on 127.0.0.0/8 (or ::1); containers: on a
     # container network inside 198.18.0.0/15 (RFC 2544's benchmarking range).
     network: Literal["loopback", "containers"] = "loopback"
+    _index: _EndpointIndex = PrivateAttr()
 
     @model_validator(mode="after")
     def _check(self) -> LabConfig:
@@ -157,14 +228,7 @@ class LabConfig(_Model):
         addresses = [str(p.address) for p in self.peers]
         if len(set(addresses)) != len(addresses):
             raise ValueError("two peers share an address; give each peer its own 127.x.y.z")
-        for index, spec in enumerate(self.endpoints):
-            if spec.address is None:
-                spec.address = ip_address(int(self.endpoint_base_address) + index)
-            if spec.name is None:
-                spec.name = spec.uri.removeprefix("sip:")
-            if spec.name in names:
-                raise ValueError(f"component name {spec.name!r} is used twice (or is reserved)")
-            names.add(spec.name)
+        self._check_endpoints(names)
         self._check_expiry()
         self._check_addresses()
         # Building every component's config here makes each one's own checks part of loading
@@ -172,9 +236,79 @@ class LabConfig(_Model):
         _derive("dns", self.dns_config)
         for index, peer in enumerate(self.peers):
             _derive(f"peers[{index}]", lambda name=peer.name: self.registrar_config(name))
-        for index, spec in enumerate(self.endpoints):
-            _derive(f"endpoints[{index}]", lambda name=spec.name: self.endpoint_config(name))
+        # One member per group stands for all: they differ only in AOR and address.
+        for index in range(len(self.endpoints)):
+            _derive(f"endpoints[{index}]", lambda index=index: self.group_config(index))
         return self
+
+    def _check_endpoints(self, names: set[str]) -> None:
+        cursor = int(self.endpoint_base_address)
+        hosts: list[EndpointHostPlan] = []
+        literal: dict[str, int] = {}
+        patterns: list[tuple[re.Pattern[str], int]] = []
+        ranges: dict[str, list[tuple[int, int, int]]] = {}
+        for index, spec in enumerate(self.endpoints):
+            where = f"endpoints[{index}]"
+            spec.uri = spec.uri.removeprefix("sip:")
+            grouped = PLACEHOLDER in spec.uri
+            if spec.count > 1 and not grouped:
+                raise ValueError(f"{where}: a group of {spec.count} needs {{n}} in its uri")
+            if spec.address is None:
+                spec.address = ip_address(cursor)
+            cursor += spec.addresses
+            per_address = -(-spec.count // spec.addresses)
+            if per_address > MAX_ENDPOINTS_PER_ADDRESS:
+                raise ValueError(
+                    f"{where}: {per_address} endpoints per address is more than the "
+                    f"{MAX_ENDPOINTS_PER_ADDRESS} source ports an address has; raise 'addresses'"
+                )
+            count = spec.host_count()
+            if count > spec.count or -(-spec.count // count) > MAX_ENDPOINTS_PER_HOST:
+                raise ValueError(
+                    f"{where}: {spec.count} endpoints over {count} host(s); a host runs "
+                    f"1 to {MAX_ENDPOINTS_PER_HOST} endpoints (one open file each)"
+                )
+            if spec.attach is not None and count > 1:
+                raise ValueError(f"{where}: an attached endpoint host is one host; hosts: 1")
+            base = spec.name = spec.name or (spec.uri if spec.count == 1 else f"ep-{index + 1}")
+            for shard in range(count):
+                name = base if count == 1 else f"{base}.{shard + 1}"
+                if name in names:
+                    raise ValueError(f"component name {name!r} is used twice (or is reserved)")
+                names.add(name)
+                start, stop = shard * spec.count // count, (shard + 1) * spec.count // count
+                hosts.append(EndpointHostPlan(name, index, start, stop - start))
+            if grouped:
+                span = (spec.first, spec.first + spec.count, index)
+                for low, high, other in ranges.setdefault(spec.uri.lower(), []):
+                    if low < span[1] and span[0] < high:
+                        raise ValueError(f"{where} and endpoints[{other}] share AORs ({spec.uri})")
+                ranges[spec.uri.lower()].append(span)
+                patterns.append((pattern_regex(spec.uri), index))
+            else:
+                aor = spec.uri.lower()
+                if aor in literal:
+                    raise ValueError(f"{where}: endpoint {spec.uri} is listed twice")
+                literal[aor] = index
+        for aor, index in literal.items():
+            if self._in_pattern(aor, patterns) is not None:
+                raise ValueError(f"endpoints[{index}]: {aor} is also a member of a group")
+        self._index = _EndpointIndex(
+            hosts, literal, patterns, {h.name: i for i, h in enumerate(hosts)}
+        )
+
+    def _in_pattern(
+        self, aor: str, patterns: list[tuple[re.Pattern[str], int]]
+    ) -> tuple[int, int] | None:
+        """(group, member) of a patterned AOR, or None."""
+        for regex, index in patterns:
+            match = regex.fullmatch(aor)
+            if match is not None:
+                spec = self.endpoints[index]
+                member = int(match.group(1)) - spec.first
+                if 0 <= member < spec.count and spec.aor(member).lower() == aor.lower():
+                    return index, member
+        return None
 
     def _check_expiry(self) -> None:
         reg = self.registrar
@@ -206,11 +340,10 @@ class LabConfig(_Model):
             for i, p in enumerate(self.peers)
             if not p.external and p.attach is None
         ]
-        placed += [
-            (f"endpoints[{i}].address", e.address)
-            for i, e in enumerate(self.endpoints)
-            if e.address is not None and e.attach is None
-        ]
+        for i, e in enumerate(self.endpoints):
+            if e.address is not None and e.attach is None:
+                last = ip_address(int(e.address) + min(e.addresses, e.count) - 1)
+                placed += [(f"endpoints[{i}].address", e.address), (f"endpoints[{i}]", last)]
         for where, address in placed:
             if self.network == "loopback" and not address.is_loopback:
                 raise ValueError(
@@ -230,7 +363,60 @@ class LabConfig(_Model):
         return ["dns", *(p.name for p in self.peers), *(self.endpoint_names())]
 
     def endpoint_names(self) -> list[str]:
-        return [spec.name for spec in self.endpoints if spec.name is not None]
+        """The endpoint hosts' component names (one per process)."""
+        return [host.name for host in self._index.hosts]
+
+    def endpoint_hosts(self) -> list[EndpointHostPlan]:
+        return list(self._index.hosts)
+
+    def endpoint_count(self) -> int:
+        return sum(spec.count for spec in self.endpoints)
+
+    def endpoint_members(self) -> Iterator[tuple[str, str, str, str]]:
+        """Every endpoint as (name, AOR, host component, address), in host order. The name is
+        the host's for an endpoint alone in its host (as before groups), else the AOR."""
+        for host in self._index.hosts:
+            spec = self.endpoints[host.group]
+            alone = spec.count == 1
+            base = int(spec.address or 0)
+            pool = [str(ip_address(base + i)) for i in range(min(spec.addresses, spec.count))]
+            for member in range(host.start, host.start + host.count):
+                aor = spec.aor(member)
+                yield (host.name if alone else aor), aor, host.name, pool[member % len(pool)]
+
+    def endpoint_addresses(self) -> set[str]:
+        """Every address an endpoint the lab runs sits on."""
+        found = set()
+        for spec in self.endpoints:
+            if spec.attach is None and spec.address is not None:
+                base = int(spec.address)
+                found |= {str(ip_address(base + i)) for i in range(min(spec.addresses, spec.count))}
+        return found
+
+    def find_endpoint(self, name: str) -> tuple[str, str] | None:
+        """(host component, AOR) of the endpoint named by its AOR or its own component name."""
+        found = self._locate(name)
+        if found is None:
+            return None
+        host, member = found
+        return host.name, self.endpoints[host.group].aor(member)
+
+    def _locate(self, name: str) -> tuple[EndpointHostPlan, int] | None:
+        """The host of an endpoint and its member number in its group."""
+        index = self._index
+        if name in index.names:
+            host = index.hosts[index.names[name]]
+            return (host, host.start) if host.count == 1 else None
+        key = name.removeprefix("sip:").lower()
+        found = (index.literal[key], 0) if key in index.literal else None
+        found = found or self._in_pattern(key, index.patterns)
+        if found is None:
+            return None
+        group, member = found
+        for host in index.hosts:
+            if host.group == group and host.start <= member < host.start + host.count:
+                return host, member
+        return None
 
     def peer(self, name: str) -> PeerSpec:
         for peer in self.peers:
@@ -340,25 +526,50 @@ class LabConfig(_Model):
             metrics=metrics,
         )
 
+    def group_config(self, group: int, start: int = 0, count: int | None = None) -> GroupConfig:
+        """Group ``group`` (its members ``start`` to ``start + count``) for an endpoint host."""
+        spec = self.endpoints[group]
+        settings: dict[str, object] = {k: getattr(spec, k) for k in ENDPOINT_SETTINGS}
+        settings["proxy"] = spec.proxy or self.domain
+        settings["dns"] = [self.dns_address()]
+        return GroupConfig(
+            uri=spec.uri,
+            first=spec.first,
+            start=start,
+            count=spec.count - start if count is None else count,
+            address=spec.address,
+            addresses=spec.addresses,
+            jitter=spec.start_jitter(),
+            resolve=spec.resolve,
+            settings=settings,
+        )
+
+    def host_config(self, name: str, ca: Path | None = None) -> HostConfig:
+        """What the endpoint host ``name`` is told: its slice of its group. ``ca``: the lab
+        CA, which endpoints with ``tls_verify`` and no ``ca_file`` of their own trust."""
+        index = self._index
+        if name not in index.names:
+            raise KeyError(name)
+        host = index.hosts[index.names[name]]
+        group = self.group_config(host.group, host.start, host.count)
+        if (
+            ca is not None
+            and group.settings.get("tls_verify")
+            and not group.settings.get("ca_file")
+        ):
+            group.settings["ca_file"] = str(ca)
+        return HostConfig(name=host.name, groups=[group])
+
+    def endpoint_attach(self, name: str) -> str | None:
+        return self.endpoints[self._index.hosts[self._index.names[name]].group].attach
+
     def endpoint_config(self, name: str) -> EndpointConfig:
-        for spec in self.endpoints:
-            if spec.name == name:
-                return EndpointConfig(
-                    name=name,
-                    uri=spec.uri,
-                    proxy=spec.proxy or self.domain,
-                    transport=spec.transport,
-                    address=spec.address,
-                    dns=[self.dns_address()],
-                    expires=spec.expires,
-                    refresh_ratio=spec.refresh_ratio,
-                    t1=spec.t1,
-                    retry_base=spec.retry_base,
-                    retry_max=spec.retry_max,
-                    failed_memory=spec.failed_memory,
-                    **spec.settings(),
-                )
-        raise KeyError(name)
+        """One endpoint's settings, by its AOR (or its component name when alone)."""
+        found = self._locate(name)
+        if found is None:
+            raise KeyError(name)
+        host, member = found
+        return self.group_config(host.group, member, 1).member(0)
 
     def to_yaml(self) -> str:
         data = self.model_dump(mode="json", exclude_none=True)

@@ -26,6 +26,11 @@ def _describe(event: Mapping[str, Any]) -> str | None:
         case "ready" if get("listeners") is not None:
             mode = " (maintenance)" if get("maintenance") else ""
             return f"registrar ready on {get('address')} {' '.join(get('listeners'))}{mode}"
+        case "ready" if (get("endpoints") or 1) > 1:
+            return (
+                f"endpoint host up: {get('endpoints')} endpoints from {get('uri')} on "
+                f"{get('address')}, proxy {get('proxy')}"
+            )
         case "ready":
             return f"endpoint {get('uri')} up on {get('address')}, proxy {get('proxy')}"
         case "register.answered":
@@ -93,11 +98,13 @@ def _fault(event: Mapping[str, Any]) -> str:
 
 class Renderer:
     """Events as lines in one of ``siplab events``' formats; remembers each component's pid,
-    which RoomOS lines print as ``main[pid]``."""
+    which RoomOS lines print as ``main[pid]`` (an endpoint host's, for all its endpoints).
+    With ``aor``, only that endpoint's events: one endpoint's log out of a host of thousands."""
 
-    def __init__(self, fmt: str, *, verbose: bool = False) -> None:
+    def __init__(self, fmt: str, *, verbose: bool = False, aor: str | None = None) -> None:
         self.fmt = fmt
         self.verbose = verbose
+        self.aor = aor.removeprefix("sip:").lower() if aor else None
         self._pids: dict[str, int] = {}
 
     def learn_pids(self, status: Mapping[str, Any]) -> None:
@@ -108,16 +115,18 @@ class Renderer:
             *status.get("endpoints", []),
         ]:
             if item.get("pid"):
-                self._pids[str(item.get("name", "dns"))] = int(item["pid"])
+                self._pids[str(item.get("host") or item.get("name", "dns"))] = int(item["pid"])
 
     def remember(self, event: Mapping[str, Any]) -> None:
         if event.get("kind") == "process.started":
             self._pids[str(event.get("component"))] = int(event.get("pid") or 0)
 
     def lines(self, event: Mapping[str, Any]) -> list[str]:
+        self.remember(event)
+        if self.aor is not None and str(event.get("aor", "")).lower() != self.aor:
+            return []
         if self.fmt == "json":
             return [json.dumps(event)]
-        self.remember(event)
         if self.fmt == "roomos":
             return roomos.render(event, pid=self._pids.get(str(event.get("component")), 0))
         return human_lines(event, verbose=self.verbose)

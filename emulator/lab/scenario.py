@@ -225,20 +225,21 @@ def experiment_lab(base: LabConfig, option: str, endpoints: int | None) -> LabCo
         raise ScenarioUnavailable(f"option {option!r} is not available yet: {_NOT_YET[option]}")
     proxy = base.domain if option == "srv" else f"{base.dns.cluster_name}.{base.domain}"
     template = base.endpoints[0] if base.endpoints else EndpointSpec(uri=f"1001@{base.domain}")
-    count = endpoints if endpoints is not None else max(1, len(base.endpoints))
-    specs = [
-        template.model_copy(
-            update={
-                "uri": f"{1001 + n}@{base.domain}",
-                "name": None,
-                "address": None,
-                "proxy": proxy,
-            }
-        )
-        for n in range(count)
-    ]
+    count = endpoints if endpoints is not None else max(1, base.endpoint_count())
+    # One endpoint keeps its own process and name; more are one group, URIs 1001@domain up.
+    group = template.model_copy(
+        update={
+            "uri": f"1001@{base.domain}" if count == 1 else f"{{n}}@{base.domain}",
+            "count": count,
+            "first": 1001,
+            "name": None,
+            "hosts": None,
+            "address": None,
+            "proxy": proxy,
+        }
+    )
     data = base.model_dump(mode="json")
-    data["endpoints"] = [spec.model_dump(mode="json", exclude_none=True) for spec in specs]
+    data["endpoints"] = [group.model_dump(mode="json", exclude_none=True)]
     return LabConfig.model_validate(data)
 
 

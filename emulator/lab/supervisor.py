@@ -84,10 +84,10 @@ class Supervisor:
             if not peer.external:
                 config = lab.registrar_config(peer.name, certs.get(peer.name), ca)
                 self._add(peer.name, "registrar", config.model_dump_json(), peer.attach)
-        for spec in lab.endpoints:
-            assert spec.name is not None
-            config = lab.endpoint_config(spec.name).model_dump_json()
-            self._add(spec.name, "endpoint", config, spec.attach)
+        # One endpoint host process per group shard, its endpoints inside.
+        for name in lab.endpoint_names():
+            config = lab.host_config(name, ca).model_dump_json()
+            self._add(name, "endpoint", config, lab.endpoint_attach(name))
 
     def _add(self, name: str, module: str, config_json: str, attach: str | None) -> None:
         if attach is not None:
@@ -172,6 +172,12 @@ class Supervisor:
             return self.components[name]
         except KeyError:
             pass
+        hosted = self.lab.find_endpoint(name)
+        if hosted is not None:
+            raise ControlFailure(
+                f"{name} is one endpoint inside the endpoint host {hosted[0]}: stop, start and "
+                f"restart act on it alone; other faults act on the host ({hosted[0]})"
+            )
         external = [p.name for p in self.lab.peers if p.external]
         if name in external:
             raise ControlFailure(
@@ -238,8 +244,21 @@ class Supervisor:
         process.send_signal(signal.SIGKILL)
         return {"pid": pid}
 
+    def _hosted(self, name: str) -> tuple[str, str] | None:
+        """(host, AOR) when ``name`` is an endpoint inside a host of several."""
+        if name in self.components:
+            return None
+        return self.lab.find_endpoint(name)
+
     async def _stop(self, name: str, _: dict[str, Any]) -> dict[str, Any]:
-        """A graceful stop: the component closes its connections and listeners itself."""
+        """A graceful stop: the component closes its connections and listeners itself (an
+        endpoint de-registers first, Expires: 0; one inside a host of several is stopped
+        there, its host running on)."""
+        hosted = self._hosted(name)
+        if hosted is not None:
+            host, aor = hosted
+            result = await self.component_op(host, "stop_endpoint", {"aor": aor})
+            return {"host": host, "aor": aor, "state": result.get("state")}
         link = self.component(name)
         if not link.running:
             raise ControlFailure(f"{name} is not running")
@@ -251,6 +270,11 @@ class Supervisor:
         return {"pid": pid}
 
     async def _start(self, name: str, _: dict[str, Any]) -> dict[str, Any]:
+        hosted = self._hosted(name)
+        if hosted is not None:
+            host, aor = hosted
+            result = await self.component_op(host, "start_endpoint", {"aor": aor})
+            return {"host": host, "aor": aor, "state": result.get("state")}
         link = self.component(name)
         if isinstance(link, ComponentProcess) and link.dying():
             await link.wait_exited(5.0)  # a kill just sent: let its exit be recorded first
@@ -260,6 +284,9 @@ class Supervisor:
         return {"pid": link.pid}
 
     async def _restart(self, name: str, args: dict[str, Any]) -> dict[str, Any]:
+        if self._hosted(name) is not None:
+            await self._stop(name, args)
+            return await self._start(name, args)
         if self.component(name).running:
             await self._stop(name, args)
         return await self._start(name, args)
@@ -296,10 +323,10 @@ class Supervisor:
     def _endpoint_addresses(self, names: list[str]) -> list[str]:
         found = []
         for name in names:
-            spec = next((e for e in self.lab.endpoints if name in (e.name, e.uri)), None)
-            if spec is None:
-                raise ControlFailure(f"no endpoint {name!r} in this lab")
-            found.append(str(spec.address))
+            try:
+                found.append(str(self.lab.endpoint_config(name).address))
+            except KeyError:
+                raise ControlFailure(f"no endpoint {name!r} in this lab") from None
         return found
 
     async def _maintenance(self, name: str, args: dict[str, Any]) -> dict[str, Any]:

@@ -98,7 +98,7 @@ class TestLab(SyncLab):
         """The addresses the lab runs components on (what must be free after it stops)."""
         lab = self.config
         found = {str(p.address) for p in lab.peers if not p.external and p.attach is None}
-        found |= {str(e.address) for e in lab.endpoints if e.attach is None}
+        found |= lab.endpoint_addresses()
         if lab.dns.attach is None:
             found.add(str(lab.dns.address))
         return found

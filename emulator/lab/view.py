@@ -9,6 +9,7 @@ as ``paused`` or ``unresponsive`` here rather than ``active``.
 
 from __future__ import annotations
 
+from collections import Counter
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -17,6 +18,7 @@ from emulator.kinds import Kind
 from emulator.lab.model import LabConfig
 
 FINAL_STATES = frozenset({"Registered", "Failed"})
+UNREGISTERED = "Unregistered"  # the reason of an endpoint stopped on purpose (Expires: 0)
 
 
 @dataclass(slots=True)
@@ -110,9 +112,13 @@ class PeerStatus(ComponentStatus):
 
 @dataclass(slots=True)
 class EndpointStatus:
+    """One endpoint, wherever it runs: ``host`` is the endpoint host process (its component),
+    ``name`` the endpoint's own name (its host's when it runs alone, else its AOR)."""
+
     name: str
     uri: str
     address: str
+    host: str = ""
     state: str = "Inactive"
     reason: str = ""
     registrar: str | None = None
@@ -124,6 +130,7 @@ class EndpointStatus:
         return {
             "name": self.name,
             "uri": self.uri,
+            "host": self.host,
             "address": self.address,
             "state": self.state,
             "reason": self.reason,
@@ -132,6 +139,11 @@ class EndpointStatus:
             "pid": self.pid,
             "since": self.since,
         }
+
+    @property
+    def final(self) -> bool:
+        """Registered, Failed, or stopped on purpose (de-registered): nothing more to wait for."""
+        return self.state in FINAL_STATES or self.reason.startswith(UNREGISTERED)
 
     def apply(self, event: Event) -> None:
         kind = event.kind
@@ -151,13 +163,21 @@ class EndpointStatus:
             self.since = event.t
 
 
+_HOST_WIDE = frozenset({Kind.PROCESS_STARTED, Kind.PROCESS_EXITED, Kind.COMPONENT_LEFT})
+
+
 @dataclass(slots=True)
 class LabView:
     lab: str
     dns: ComponentStatus
     dns_metrics: str | None = None
     peers: dict[str, PeerStatus] = field(default_factory=dict)
+    # By AOR; ``hosts`` lists each endpoint host's endpoints, for events about its process.
     endpoints: dict[str, EndpointStatus] = field(default_factory=dict)
+    hosts: dict[str, list[EndpointStatus]] = field(default_factory=dict)
+    # Endpoints not in a final state, kept as events arrive: ``settled`` is asked after every
+    # event while a lab starts, and counting 25,000 endpoints each time would be quadratic.
+    _unsettled: int = 0
 
     @classmethod
     def of(cls, lab: LabConfig) -> LabView:
@@ -172,9 +192,11 @@ class LabView:
             if peer.external:
                 status.base = "external"
             view.peers[peer.name] = status
-        for spec in lab.endpoints:
-            assert spec.name is not None
-            view.endpoints[spec.name] = EndpointStatus(spec.name, spec.uri, str(spec.address))
+        for name, aor, host, address in lab.endpoint_members():
+            endpoint = EndpointStatus(name, aor, address, host)
+            view.endpoints[aor] = endpoint
+            view.hosts.setdefault(host, []).append(endpoint)
+        view._unsettled = len(view.endpoints)
         return view
 
     def apply(self, event: Event) -> None:
@@ -188,12 +210,29 @@ class LabView:
                 peer.registrations = 0
             elif isinstance(event.get("registrations"), int):
                 peer.registrations = event.get("registrations")
-        elif name in self.endpoints:
-            self.endpoints[name].apply(event)
+        elif name in self.hosts:
+            if event.kind in _HOST_WIDE:
+                for endpoint in self.hosts[name]:
+                    self._apply(endpoint, event)
+            elif event.kind == Kind.REGISTRATION_STATE:
+                endpoint = self.endpoints.get(str(event.get("aor")))
+                if endpoint is not None and endpoint.host == name:
+                    self._apply(endpoint, event)
+
+    def _apply(self, endpoint: EndpointStatus, event: Event) -> None:
+        was = endpoint.final
+        endpoint.apply(event)
+        self._unsettled += was - endpoint.final
 
     def settled(self) -> bool:
-        """Every endpoint has reached a final state (or there are none)."""
-        return all(e.state in FINAL_STATES for e in self.endpoints.values())
+        """Every endpoint has reached a final state, or was stopped (or there are none)."""
+        return self._unsettled == 0
+
+    def endpoint_counts(self) -> dict[str, dict[str, int]]:
+        """How many endpoints are in each state, and registered with each registrar."""
+        by_state = Counter(e.state for e in self.endpoints.values())
+        by_registrar = Counter(e.registrar for e in self.endpoints.values() if e.registrar)
+        return {"by_state": dict(by_state), "by_registrar": dict(by_registrar)}
 
     def to_dict(self) -> dict[str, Any]:
         dns = self.dns.to_dict()
@@ -202,4 +241,5 @@ class LabView:
             "dns": {**dns, "metrics": self.dns_metrics},
             "peers": [p.to_dict() for p in self.peers.values()],
             "endpoints": [e.to_dict() for e in self.endpoints.values()],
+            "endpoint_counts": self.endpoint_counts(),
         }

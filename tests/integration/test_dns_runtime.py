@@ -74,6 +74,8 @@ def test_endpoint_rides_out_a_dns_outage_during_failover(
                 "address": f"{prefix}.101",
                 "retry_base": 1,
                 "retry_max": 2,
+                # No cache: the lookup after the loss meets the outage (a cache would answer).
+                "resolve": "uncached",
             }
         ],
     )

@@ -16,8 +16,8 @@ import trustme
 
 from emulator.sip.message import Message
 from emulator.sip.transport import Flow, SipTransport
-from endpoint.agent import client_tls_context, connect_error_reason
 from endpoint.config import EndpointConfig
+from endpoint.host import client_tls_context, connect_error_reason
 from tests.labs import allocate_prefix
 
 pytestmark = pytest.mark.integration

@@ -45,7 +45,7 @@ def test_seed_moves_to_the_container_network_with_every_component_attached() -> 
         "endpoint": "198.18.0.101",
         "lab": "198.18.0.2",
     }
-    assert config(services["endpoint"])["dns"] == ["198.18.0.10:53"]
+    assert config(services["endpoint"])["groups"][0]["settings"]["dns"] == ["198.18.0.10:53"]
     lab = LabConfig.model_validate(config(services["lab"]))
     assert lab.network == "containers"
     assert lab.dns.attach == f"198.18.0.10:{CHANNEL_PORT}"
