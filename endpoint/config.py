@@ -11,10 +11,12 @@ from pydantic import (
     ConfigDict,
     Field,
     IPvAnyAddress,
+    ValidationError,
     field_validator,
     model_validator,
 )
 
+from emulator.validation import describe
 from endpoint.locator import parse_proxy
 
 # Settings that may be changed at run time with the ``set`` control op (RoomOS lets the user
@@ -143,7 +145,10 @@ class EndpointConfig(RegistrationSettings):
             raise ValueError(
                 f"cannot set {', '.join(unknown)} (settable: {', '.join(sorted(SETTABLE))})"
             )
-        return EndpointConfig.model_validate({**self.model_dump(), **updates})
+        try:
+            return EndpointConfig.model_validate({**self.model_dump(), **updates})
+        except ValidationError as exc:
+            raise ValueError(describe(exc, "set")) from None
 
     def dns_servers(self) -> list[tuple[str, int]]:
         return [parse_host_port(server) for server in self.dns]

@@ -250,6 +250,8 @@ class EndpointHost:
     # -- control -------------------------------------------------------------------------
 
     def endpoint(self, aor: object) -> _Endpoint:
+        if aor is None and len(self.endpoints) == 1:
+            return self.endpoints[0]  # a host of one is named after its endpoint
         if not isinstance(aor, str):
             raise ControlError("this op needs {'aor': 'user@domain'}")
         found = self.by_aor.get(aor.removeprefix("sip:"))

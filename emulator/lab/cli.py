@@ -282,6 +282,43 @@ def endpoints(
     click.echo(f"{len(chosen)} of {len(data['endpoints'])} endpoints", err=True)
 
 
+@cli.command("endpoint")
+@click.argument("aor")
+@click.argument("action", type=click.Choice(["show", "set"]))
+@click.argument("settings", nargs=-1, metavar="[KEY=VALUE]...")
+@lab_option
+def endpoint_command(
+    aor: str, action: str, settings: tuple[str, ...], lab_name: str | None
+) -> None:
+    """Show one endpoint, or change its RoomOS settings while it runs.
+
+    'set' takes KEY=VALUE pairs — proxy, proxy2..proxy4, transport, outbound, keepalive,
+    keepalive_interval, pong_timeout, tls_verify, ca_file, username, password — and restarts
+    the endpoint's locator, as the seed's log shows ("Need to resolve ... (restarted locator)"):
+
+        siplab endpoint 1001@uctest.local set proxy=habibexpc-cluster.uctest.local
+    """
+    lab = _lab(lab_name)
+    found = next(
+        (e for e in _call(lab.status)["endpoints"] if aor.removeprefix("sip:") == e["uri"]), None
+    )
+    if found is None:
+        _fail(f"no endpoint {aor!r} in this lab; 'siplab endpoints' lists them")
+    if action == "show":
+        click.echo(json.dumps(_call(lab.op, found["host"], "status", aor=found["uri"]), indent=2))
+        return
+    changes: dict[str, str] = {}
+    for item in settings:
+        key, sep, value = item.partition("=")
+        if not sep or not key:
+            raise click.UsageError(f"{item!r}: settings are KEY=VALUE, e.g. transport=udp")
+        changes[key] = value
+    if not changes:
+        raise click.UsageError("set needs at least one KEY=VALUE")
+    result = _call(lab.op, found["host"], "set", aor=found["uri"], **changes)
+    click.echo(f"{found['uri']}: {', '.join(sorted(changes))} set; {result['state']}")
+
+
 def _state(component: dict[str, Any]) -> str:
     extra = ", ".join(component.get("conditions") or [])
     return f"{component['state']} ({extra})" if extra else str(component["state"])

@@ -164,3 +164,39 @@ def test_srv_weights_60_40_share_1000_endpoints(siplab_lab: LabFactory) -> None:
     assert sum(counts.values()) == 1000
     # 600 expected, sd 15.5: within 6 % of the whole (about 4 sd).
     assert abs(counts["exp1"] - 600) <= 60, counts
+
+
+def test_one_endpoint_of_a_host_is_reconfigured_from_the_cli(siplab_lab: LabFactory) -> None:
+    lab = start(siplab_lab, endpoints=lambda prefix: group(prefix, 3, jitter=0.1))
+    seq = lab.seq()
+    cluster = "habibexpc-cluster.uctest.local"
+    result = lab.siplab("endpoint", "1002@uctest.local", "set", f"proxy={cluster}")
+    assert result.returncode == 0, result.stderr
+    restart = lab.until(
+        lambda e: e["kind"] == "locator.restart" and e.get("uri") == cluster,
+        since=seq,
+        timeout=5,
+        what="the locator restarted",
+    )
+    assert restart["aor"] == "1002@uctest.local"
+    lab.until(
+        lambda e: (
+            e["kind"] == "registration.state"
+            and e["state"] == "Registered"
+            and e.get("aor") == "1002@uctest.local"
+            and e.get("proxy") == cluster
+        ),
+        since=restart["seq"],
+        timeout=10,
+        what="registered through the cluster name",
+    )
+    restarted = {
+        e.get("aor") for e in lab.events(seq) if e["kind"] == "locator.restart"
+    }  # the others were left alone
+    assert restarted == {"1002@uctest.local"}
+    bad = lab.siplab("endpoint", "1002@uctest.local", "set", "transport=carrier-pigeon")
+    assert bad.returncode != 0
+    assert "transport" in bad.stderr
+    assert len(bad.stderr.strip().splitlines()) == 1, bad.stderr
+    missing = lab.siplab("endpoint", "9999@uctest.local", "show")
+    assert "no endpoint '9999@uctest.local'" in missing.stderr
