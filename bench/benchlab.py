@@ -8,6 +8,7 @@ lab's own ``process.started`` events.
 
 from __future__ import annotations
 
+import argparse
 import contextlib
 import json
 import os
@@ -17,6 +18,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -135,3 +137,14 @@ def cpu_seconds(pid: int) -> float:
     except psutil.NoSuchProcess:
         return 0.0
     return times.user + times.system
+
+
+def run_benchmark(name: str, benchmark: Callable[[argparse.Namespace], int], args: Any) -> int:
+    """A benchmark's exit status: 1 with one line for a failure, 130 on Ctrl-C."""
+    try:
+        return benchmark(args)
+    except (RuntimeError, subprocess.TimeoutExpired) as exc:
+        print(f"{name}: {exc}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        return 130

@@ -24,7 +24,6 @@ from __future__ import annotations
 
 import argparse
 import shutil
-import subprocess
 import sys
 import tempfile
 import time
@@ -33,7 +32,7 @@ from pathlib import Path
 HERE = Path(__file__).resolve().parent
 sys.path[:0] = [str(HERE), str(HERE.parent)]
 
-from benchlab import DetachedLab, cpu_seconds  # noqa: E402  (bench/benchlab.py)
+from benchlab import DetachedLab, cpu_seconds, run_benchmark  # noqa: E402  (bench/benchlab.py)
 from run import (  # noqa: E402  (bench/dns/run.py)
     NET,
     ORIGIN,
@@ -192,13 +191,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if args.self_check:
         args.duration, args.rounds = 1, 1
-    try:
-        return benchmark(args)
-    except (RuntimeError, subprocess.TimeoutExpired) as exc:
-        print(f"bench/dns/events: {exc}", file=sys.stderr)
-        return 1
-    except KeyboardInterrupt:
-        return 130
+    return run_benchmark("bench/dns/events", benchmark, args)
 
 
 if __name__ == "__main__":

@@ -30,7 +30,7 @@ from pathlib import Path
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE.parent))
 
-from benchlab import DetachedLab, cpu_seconds  # noqa: E402  (bench/benchlab.py)
+from benchlab import DetachedLab, cpu_seconds, run_benchmark  # noqa: E402  (bench/benchlab.py)
 
 from emulator.lab.addresses import next_block  # noqa: E402
 
@@ -183,13 +183,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if args.self_check:
         args.rate, args.duration = 200, 2
-    try:
-        return benchmark(args)
-    except (RuntimeError, subprocess.TimeoutExpired) as exc:
-        print(f"bench/events: {exc}", file=sys.stderr)
-        return 1
-    except KeyboardInterrupt:
-        return 130
+    return run_benchmark("bench/events", benchmark, args)
 
 
 if __name__ == "__main__":
