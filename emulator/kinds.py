@@ -67,6 +67,10 @@ class Kind(StrEnum):
     AUTH_FAILED = "auth.failed"  # a REGISTER with credentials that did not pass
     AUTH_LOCKOUT = "auth.lockout"  # a source locked out (on) or let back in (off)
     CAPACITY = "capacity"  # a peer became full (on) or has room again (off)
+    BINDING_RESTORED = "binding.restored"  # learned back from the cluster after a restart
+    CLUSTER_JOINED = "cluster.joined"  # a peer link is up (its snapshot applied)
+    CLUSTER_LEFT = "cluster.left"  # a peer link went down
+    CLUSTER_DOUBLE = "cluster.double"  # an AOR bound on more than one peer (on) or not (off)
     # -- endpoint -------------------------------------------------------------------------
     REGISTRATION_STATE = "registration.state"
     REGISTRATION_REFRESHED = "registration.refreshed"
@@ -128,6 +132,10 @@ CATALOGUE: dict[Kind, KindSpec] = {
     Kind.AUTH_FAILED: KindSpec(_H, ("aor", "source", "reason"), "digest credentials refused"),
     Kind.AUTH_LOCKOUT: KindSpec(_S, ("source", "on"), "a source locked out or let back in"),
     Kind.CAPACITY: KindSpec(_S, ("on", "registrations", "capacity"), "peer full, or room again"),
+    Kind.BINDING_RESTORED: KindSpec(_S, ("aor", "contact", "expires"), "learned back from peers"),
+    Kind.CLUSTER_JOINED: KindSpec(_S, ("peer", "bindings"), "a peer link up, snapshot applied"),
+    Kind.CLUSTER_LEFT: KindSpec(_S, ("peer", "reason"), "a peer link down"),
+    Kind.CLUSTER_DOUBLE: KindSpec(_S, ("aor", "on", "peers"), "an AOR bound on several peers"),
     Kind.REGISTRATION_STATE: KindSpec(_S, ("aor", "state", "reason"), "RoomOS status change"),
     Kind.REGISTRATION_REFRESHED: KindSpec(_H, ("aor", "expires"), "a refresh succeeded"),
     Kind.REGISTRATION_BACKOFF: KindSpec(_S, ("aor", "wait"), "every target failed; waiting"),

@@ -88,6 +88,15 @@ class BindingStore:
         if binding.outbound:
             self._by_flow.setdefault(binding.flow, set()).add(ref)
 
+    def restore(self, binding: Binding) -> bool:
+        """Put back a binding held before a restart (learned from the cluster), unless one
+        with its key is already here: what the client told us since is newer. Returns whether
+        it was put back."""
+        if self.get(binding.aor, binding.key) is not None:
+            return False
+        self.put(binding)
+        return True
+
     def remove(self, aor: str, key: BindingKey) -> Binding | None:
         bindings = self._by_aor.get(aor)
         if bindings is None or key not in bindings:

@@ -65,6 +65,14 @@ class AuthConfig(_Model):
         return None
 
 
+class ClusterPeer(_Model):
+    """Another peer of the cluster, whose peer link we connect to."""
+
+    name: str = Field(min_length=1)
+    address: IPvAnyAddress
+    port: Port = Field(default=5070, ge=1, le=65535)
+
+
 class RegistrarConfig(_Model):
     name: str = Field(min_length=1, pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
     address: IPvAnyAddress
@@ -97,6 +105,12 @@ class RegistrarConfig(_Model):
     tls_client_ca: Path | None = None
     # Prometheus /metrics as HOST:PORT; None: no listener.
     metrics: str | None = None
+    # The peer link (registrar/peerlink.py) on this peer's address: bindings shared with the
+    # other peers of the cluster. None: no link, this peer knows only its own bindings.
+    cluster_port: Port | None = Field(default=5070, ge=1, le=65535)
+    cluster: list[ClusterPeer] = []
+    # Seconds between pings on a peer link; a link silent for three of them is down.
+    cluster_heartbeat: float = Field(default=1.0, gt=0)
 
     @model_validator(mode="after")
     def _check(self) -> RegistrarConfig:

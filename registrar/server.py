@@ -6,18 +6,47 @@ import asyncio
 import random
 import ssl
 import time
+from collections.abc import Callable
+from typing import Any
 
 from emulator.component import ComponentContext, ComponentStartError
+from emulator.events import EventSink
 from emulator.kinds import Kind
 from emulator.metrics import MetricsListener
 from emulator.rearm import Rearm
 from emulator.sip.linkfault import register_link_ops
 from emulator.sip.message import Message
 from emulator.sip.transport import Flow, SipTransport, TransportName
+from registrar.cluster import ClusterView, binding_of
 from registrar.config import RegistrarConfig
 from registrar.core import RegistrarCore
 from registrar.metrics import RegistrarCollector
+from registrar.peerlink import PeerLink
 from registrar.tls import server_context
+
+_BINDING_KINDS = frozenset(
+    {
+        Kind.BINDING_ADDED,
+        Kind.BINDING_REFRESHED,
+        Kind.BINDING_REMOVED,
+        Kind.BINDING_EXPIRED,
+        Kind.BINDING_RESTORED,
+    }
+)
+
+
+class _Tee:
+    """The core's event sink: every event goes on to the lab, and a binding event also tells
+    the cluster view about its AOR (ahead of any sampling, so no refresh is missed)."""
+
+    def __init__(self, sink: EventSink, on_binding: Callable[[str], None]) -> None:
+        self._sink = sink
+        self._on_binding = on_binding
+
+    def emit(self, kind: str, /, **fields: Any) -> None:
+        if kind in _BINDING_KINDS:
+            self._on_binding(fields["aor"])
+        self._sink.emit(kind, **fields)
 
 
 class RegistrarServer:
@@ -27,11 +56,45 @@ class RegistrarServer:
         # A seed makes a run repeatable ("variable" expiries, tags, nonces); without one, nonces
         # must not be guessable, so they come from the OS.
         rng = random.Random(config.seed) if config.seed is not None else random.SystemRandom()
-        self.core = RegistrarCore(config, ctx.emitter, wall_clock=time.time, rng=rng)
+        self._events = _Tee(ctx.emitter, self._binding_changed)
+        self.core = RegistrarCore(config, self._events, wall_clock=time.time, rng=rng)
         self.transport = SipTransport(self)
         self.metrics: MetricsListener | None = None
         self._timer = Rearm(self._on_timer)
         self._loop = asyncio.get_running_loop()
+        self.cluster = ClusterView(config.name, ctx.emitter)
+        self._cluster_timer = Rearm(self._on_cluster_timer)
+        self.peerlink = (
+            PeerLink(self.cluster, config, self._restore) if config.cluster_port else None
+        )
+
+    # The cluster view: fed by our binding events, by the peer link, and by its own timer.
+    def _binding_changed(self, aor: str) -> None:
+        self.cluster.local(aor, self.core.bindings.for_aor(aor), self._loop.time())
+        if self.peerlink is not None:
+            self.peerlink.broadcast()
+
+    def _restore(self) -> None:
+        """Put back the bindings the peers say we held before a restart."""
+        now = self._loop.time()
+        port = self.config.udp_port or self.config.tcp_port or self.config.tls_port or 0
+        local = (str(self.config.address), port)
+        for entry in self.cluster.pop_restores():
+            if entry.expires_at > now and self.core.bindings.restore(binding_of(entry, local)):
+                self._events.emit(
+                    Kind.BINDING_RESTORED,
+                    aor=entry.aor,
+                    contact=entry.contact,
+                    expires=round(entry.expires_at - now),
+                    source=entry.source,
+                    registrations=len(self.core.bindings),
+                )
+        self._pump()
+        self._cluster_timer.arm(self.cluster.next_timer())
+
+    def _on_cluster_timer(self) -> None:
+        self.cluster.handle_timer(self._loop.time())
+        self._cluster_timer.arm(self.cluster.next_timer())
 
     # TransportUser
     def message_received(self, message: Message, flow: Flow) -> None:
@@ -80,6 +143,16 @@ class RegistrarServer:
                     f"cannot listen on {host}:{port}/{name}: {reason}"
                 ) from None
             bound.append(f"{name}:{port}")
+        if self.peerlink is not None:
+            try:
+                await self.peerlink.start()
+            except OSError as exc:
+                await self.transport.close()
+                raise ComponentStartError(
+                    f"cannot listen on {host}:{self.config.cluster_port}/cluster: "
+                    f"{exc.strerror or exc}"
+                ) from None
+            bound.append(f"cluster:{self.config.cluster_port}")
         if self.config.metrics is not None:
             try:
                 self.metrics = MetricsListener(RegistrarCollector(self.core), self.config.metrics)
@@ -93,6 +166,9 @@ class RegistrarServer:
     async def stop(self) -> None:
         """A graceful stop: listeners and connections closed, the metrics listener too."""
         self._timer.cancel()
+        self._cluster_timer.cancel()
+        if self.peerlink is not None:
+            await self.peerlink.stop()
         await self.transport.close()
         if self.metrics is not None:
             await asyncio.to_thread(self.metrics.close)
@@ -105,7 +181,12 @@ class RegistrarServer:
         return {"maintenance": self.core.maintenance}
 
     def status(self, _args: dict[str, object]) -> dict[str, object]:
-        return {**self.core.status(self._loop.time()), "link": self.transport.links.state()}
+        now = self._loop.time()
+        return {
+            **self.core.status(now),
+            "link": self.transport.links.state(),
+            "cluster": self.cluster.status(now),
+        }
 
 
 async def serve(config: RegistrarConfig, ctx: ComponentContext) -> None:

@@ -197,6 +197,8 @@ def status(lab_name: str | None, as_json: bool) -> None:
             [[p["name"], p["address"], _state(p), str(p["registrations"])] for p in data["peers"]],
         )
     )
+    for double in data.get("doubles", []):
+        click.echo(f"double registration: {double['aor']} on {', '.join(double['peers'])}")
     click.echo()
     endpoints = data["endpoints"]
     if len(endpoints) > STATUS_ENDPOINT_ROWS:
@@ -367,6 +369,14 @@ def bindings(peer: str, lab_name: str | None, as_json: bool) -> None:
                 ],
             )
         )
+    cluster = result.get("cluster") or {}
+    if cluster:
+        others = [b for b in cluster.get("bindings", []) if b["peer"] != peer and b.get("live")]
+        up = ", ".join(cluster.get("peers_up", [])) or "none"
+        click.echo()
+        click.echo(f"cluster: linked to {up}; {len(others)} binding(s) on other peers")
+        for double in cluster.get("doubles", []):
+            click.echo(f"double registration: {double['aor']} on {', '.join(double['peers'])}")
 
 
 @cli.command()

@@ -31,7 +31,7 @@ from emulator.validation import ConfigError, describe
 from endpoint.config import EndpointConfig, RegistrationSettings
 from endpoint.group import PLACEHOLDER, GroupConfig, HostConfig, member_aor, pattern_regex
 from registrar.ca import IssuedCert
-from registrar.config import AuthConfig, RegistrarConfig
+from registrar.config import AuthConfig, ClusterPeer, RegistrarConfig
 
 NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.@-]*$"
 CONTAINER_NETWORK = IPv4Network("198.18.0.0/15")
@@ -524,6 +524,12 @@ class LabConfig(_Model):
             tls_client_auth=reg.tls_client_auth if ca else "none",
             tls_client_ca=ca if reg.tls_client_auth != "none" else None,
             metrics=metrics,
+            # The peer link: every other peer the lab runs (an external one has no link).
+            cluster=[
+                ClusterPeer(name=other.name, address=other.address)
+                for other in self.peers
+                if other.name != peer.name and not other.external
+            ],
         )
 
     def group_config(self, group: int, start: int = 0, count: int | None = None) -> GroupConfig:

@@ -175,6 +175,8 @@ class LabView:
     # By AOR; ``hosts`` lists each endpoint host's endpoints, for events about its process.
     endpoints: dict[str, EndpointStatus] = field(default_factory=dict)
     hosts: dict[str, list[EndpointStatus]] = field(default_factory=dict)
+    # AOR -> reporting peer -> the peers it sees that AOR bound on (cluster.double events).
+    double_reports: dict[str, dict[str, list[str]]] = field(default_factory=dict)
     # Endpoints not in a final state, kept as events arrive: ``settled`` is asked after every
     # event while a lab starts, and counting 25,000 endpoints each time would be quadratic.
     _unsettled: int = 0
@@ -208,6 +210,12 @@ class LabView:
             peer.apply(event, "active")
             if event.kind in (Kind.PROCESS_STARTED, Kind.PROCESS_EXITED, Kind.COMPONENT_LEFT):
                 peer.registrations = 0
+                self._double(name, None, [])
+            elif event.kind == Kind.CLUSTER_DOUBLE:
+                on = bool(event.get("on"))
+                self._double(
+                    name, str(event.get("aor")), list(event.get("peers") or []) if on else []
+                )
             elif isinstance(event.get("registrations"), int):
                 peer.registrations = event.get("registrations")
         elif name in self.hosts:
@@ -218,6 +226,24 @@ class LabView:
                 endpoint = self.endpoints.get(str(event.get("aor")))
                 if endpoint is not None and endpoint.host == name:
                     self._apply(endpoint, event)
+
+    def _double(self, reporter: str, aor: str | None, peers: list[str]) -> None:
+        """``reporter`` now sees ``aor`` (every AOR if None) bound on ``peers``."""
+        for key in [aor] if aor is not None else list(self.double_reports):
+            reports = self.double_reports.setdefault(key, {})
+            if peers:
+                reports[reporter] = peers
+            else:
+                reports.pop(reporter, None)
+            if not reports:
+                del self.double_reports[key]
+
+    def doubles(self) -> list[dict[str, Any]]:
+        """AORs bound on more than one peer at once, as the peers report them."""
+        return [
+            {"aor": aor, "peers": sorted({p for peers in reports.values() for p in peers})}
+            for aor, reports in sorted(self.double_reports.items())
+        ]
 
     def _apply(self, endpoint: EndpointStatus, event: Event) -> None:
         was = endpoint.final
@@ -242,4 +268,5 @@ class LabView:
             "peers": [p.to_dict() for p in self.peers.values()],
             "endpoints": [e.to_dict() for e in self.endpoints.values()],
             "endpoint_counts": self.endpoint_counts(),
+            "doubles": self.doubles(),
         }

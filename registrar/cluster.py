@@ -1,0 +1,344 @@
+"""The cluster-wide binding view, sans-I/O: which peer holds which binding, and doubles.
+
+Each peer keeps a replica keyed by (peer, AOR, binding key) -> entry with an expiry on its own
+clock. Its own entries follow its binding store (the shell calls :meth:`ClusterView.local`
+after every binding event with the AOR's bindings as they now are); other peers' entries come
+over the peer link (:meth:`receive`) and run out at their own expiry. The shell sends what
+:meth:`pop_outgoing` returns to every connected peer, :meth:`hello` to a peer when a link
+opens, and restores into its store what :meth:`pop_restores` returns.
+
+Rules, so a reader can check them without the shell:
+
+* A peer is the authority on its own bindings: its ``hello`` snapshot replaces what we knew
+  of it, its ``add``/``refresh``/``remove`` change them in link order.
+* Entries of a peer whose link is down are kept until they expire (they are what a restarted
+  peer learns back) but count for nothing else: not bound there any more, not a double.
+* Entries for *us* in the first snapshot a peer sends after we started are bindings we held
+  before a restart: those we do not hold now (and that are not RFC 5626 outbound bindings,
+  which ended with their flow) are handed to the shell to restore, with their remaining time.
+* Other peers' entries in a snapshot (a third peer we have no link to) merge by
+  last-writer-wins on expiry.
+* An AOR bound on more than one live peer (us or a connected peer) is a double: a
+  ``cluster.double`` event when it starts (or its peers change) and when it ends.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from collections.abc import Iterable
+from dataclasses import dataclass
+from typing import Any
+
+from emulator.deadlines import Deadlines
+from emulator.events import EventSink
+from emulator.kinds import Kind
+from emulator.sip.transport import Flow, TransportName
+from registrar.bindings import Binding, BindingKey
+
+# (peer, aor, key as canonical JSON)
+Ref = tuple[str, str, str]
+Message = dict[str, Any]
+
+
+class ClusterProtocolError(ValueError):
+    """A peer sent something that is not a cluster message; the shell drops its link."""
+
+
+@dataclass(frozen=True, slots=True)
+class Entry:
+    peer: str
+    aor: str
+    key: tuple[Any, ...]
+    contact: str
+    expires_at: float  # on the holder's clock
+    source: str  # "transport ip:port" the REGISTER came from
+    call_id: str
+    cseq: int
+    instance: str | None = None
+    reg_id: int | None = None
+
+    @property
+    def ref(self) -> Ref:
+        return (self.peer, self.aor, json.dumps(list(self.key)))
+
+    def to_wire(self, now: float) -> Message:
+        """Expiry travels as remaining seconds: the peers' clocks are not compared."""
+        return {
+            "peer": self.peer,
+            "aor": self.aor,
+            "key": list(self.key),
+            "contact": self.contact,
+            "expires": max(0.0, self.expires_at - now),
+            "source": self.source,
+            "call_id": self.call_id,
+            "cseq": self.cseq,
+            "instance": self.instance,
+            "reg_id": self.reg_id,
+        }
+
+    @classmethod
+    def from_wire(cls, data: object, now: float) -> Entry:
+        if not isinstance(data, dict):
+            raise ClusterProtocolError("an entry is not an object")
+        try:
+            expires = float(data["expires"])
+            entry = cls(
+                peer=_text(data["peer"]),
+                aor=_text(data["aor"]),
+                key=tuple(_key(data["key"])),
+                contact=_text(data["contact"]),
+                expires_at=now + expires,
+                source=_text(data["source"]),
+                call_id=str(data["call_id"]),
+                cseq=int(data["cseq"]),
+                instance=None if data.get("instance") is None else str(data["instance"]),
+                reg_id=None if data.get("reg_id") is None else int(data["reg_id"]),
+            )
+        except (KeyError, TypeError, ValueError) as exc:
+            raise ClusterProtocolError(f"bad entry: {exc!r}") from None
+        if not math.isfinite(expires) or expires < 0:
+            raise ClusterProtocolError(f"bad expires {expires!r}")
+        return entry
+
+    def view(self, now: float) -> dict[str, object]:
+        return {
+            "peer": self.peer,
+            "aor": self.aor,
+            "contact": self.contact,
+            "expires": max(0, round(self.expires_at - now)),
+            "source": self.source,
+            "instance": self.instance,
+            "reg_id": self.reg_id,
+        }
+
+
+def entry_of(peer: str, binding: Binding) -> Entry:
+    return Entry(
+        peer,
+        binding.aor,
+        tuple(binding.key),
+        binding.contact,
+        binding.expires_at,
+        binding.source,
+        binding.call_id,
+        binding.cseq,
+        binding.instance,
+        binding.reg_id,
+    )
+
+
+def binding_of(entry: Entry, local: tuple[str, int]) -> Binding:
+    """A binding to restore: it came in on a flow of our previous life, so its flow is only a
+    record of where the REGISTER came from (``local`` is our SIP address)."""
+    transport, _, remote = entry.source.partition(" ")
+    host, _, port = remote.rpartition(":")
+    name: TransportName = "tcp" if transport == "tcp" else "tls" if transport == "tls" else "udp"
+    flow = Flow(name, local, (host, int(port)))
+    key: BindingKey = entry.key  # type: ignore[assignment]
+    return Binding(
+        entry.aor,
+        entry.contact,
+        key,
+        entry.expires_at,
+        entry.call_id,
+        entry.cseq,
+        flow,
+        entry.instance,
+        entry.reg_id,
+    )
+
+
+class ClusterView:
+    def __init__(self, me: str, events: EventSink) -> None:
+        self.me = me
+        self._events = events
+        self._entries: dict[Ref, Entry] = {}
+        self._by_aor: dict[str, set[Ref]] = {}
+        self._expiry: Deadlines[Ref] = Deadlines()  # other peers' entries only
+        self._up: set[str] = set()
+        self._greeted: set[str] = set()  # peers whose first snapshot we have had
+        self._doubles: dict[str, tuple[str, ...]] = {}
+        self._outgoing: list[Message] = []
+        self._restores: list[Entry] = []
+
+    # -- our own bindings --------------------------------------------------------------
+
+    def local(self, aor: str, bindings: Iterable[Binding], now: float) -> None:
+        """``aor``'s bindings in our store are now ``bindings``: tell the peers what changed."""
+        new = {e.ref: e for e in (entry_of(self.me, b) for b in bindings)}
+        old = {ref for ref in self._by_aor.get(aor, ()) if ref[0] == self.me}
+        for ref in old - new.keys():
+            self._drop(ref)
+            self._outgoing.append({"op": "remove", "aor": aor, "key": json.loads(ref[2])})
+        for ref, entry in new.items():
+            if self._entries.get(ref) != entry:
+                op = "refresh" if ref in old else "add"
+                self._put(entry, expires=False)
+                self._outgoing.append({"op": op, "entry": entry.to_wire(now)})
+        self._check_double(aor)
+
+    def hello(self, now: float) -> Message:
+        """What we send first on a new link: who we are and everything we know."""
+        return {
+            "op": "hello",
+            "peer": self.me,
+            "entries": [e.to_wire(now) for e in self._entries.values()],
+        }
+
+    # -- the peer link -----------------------------------------------------------------
+
+    def receive(self, peer: str | None, message: object, now: float) -> str:
+        """Apply one message from the link to ``peer`` (None before its hello); returns the
+        peer's name, which a ``hello`` sets."""
+        if not isinstance(message, dict):
+            raise ClusterProtocolError("a message is not an object")
+        op = message.get("op")
+        if op == "hello":
+            return self._hello(message, now)
+        if peer is None:
+            raise ClusterProtocolError(f"{op!r} before hello")
+        if op in ("add", "refresh"):
+            entry = Entry.from_wire(message.get("entry"), now)
+            if entry.peer != peer:
+                raise ClusterProtocolError(f"{peer} sent an entry of {entry.peer}")
+            self._put(entry, expires=True)
+            self._check_double(entry.aor)
+        elif op == "remove":
+            aor = _text(message.get("aor"))
+            ref = (peer, aor, json.dumps(_key(message.get("key"))))
+            self._drop(ref)
+            self._check_double(aor)
+        elif op != "ping":
+            raise ClusterProtocolError(f"unknown op {op!r}")
+        return peer
+
+    def peer_down(self, peer: str, reason: str) -> None:
+        """The link to ``peer`` closed: its entries stay until they expire, but no longer
+        count as bound."""
+        if peer not in self._up:
+            return
+        self._up.discard(peer)
+        self._events.emit(Kind.CLUSTER_LEFT, peer=peer, reason=reason)
+        for aor in self._aors_of(peer):
+            self._check_double(aor)
+
+    def _hello(self, message: Message, now: float) -> str:
+        peer = _text(message.get("peer"))
+        if peer == self.me:
+            raise ClusterProtocolError(f"a peer calls itself {peer!r}, our own name")
+        raw = message.get("entries")
+        if not isinstance(raw, list):
+            raise ClusterProtocolError("hello without an entries list")
+        entries = [Entry.from_wire(item, now) for item in raw]
+        first = peer not in self._greeted
+        self._greeted.add(peer)
+        touched = set(self._aors_of(peer))
+        for ref in [r for r in self._entries if r[0] == peer]:
+            self._drop(ref)
+        for entry in entries:
+            touched.add(entry.aor)
+            if entry.peer == peer:
+                self._put(entry, expires=True)
+            elif entry.peer == self.me:
+                if first and entry.reg_id is None and entry.ref not in self._entries:
+                    self._restores.append(entry)
+            elif entry.peer not in self._up:
+                held = self._entries.get(entry.ref)
+                if held is None or held.expires_at < entry.expires_at:
+                    self._put(entry, expires=True)
+        self._up.add(peer)
+        self._events.emit(Kind.CLUSTER_JOINED, peer=peer, bindings=len(entries))
+        for aor in touched:
+            self._check_double(aor)
+        return peer
+
+    # -- sans-I/O verbs ----------------------------------------------------------------
+
+    def pop_outgoing(self) -> list[Message]:
+        out, self._outgoing = self._outgoing, []
+        return out
+
+    def pop_restores(self) -> list[Entry]:
+        out, self._restores = self._restores, []
+        return out
+
+    def next_timer(self) -> float | None:
+        return self._expiry.next()
+
+    def handle_timer(self, now: float) -> None:
+        aors = set()
+        for ref in self._expiry.pop_due(now):
+            self._drop(ref)
+            aors.add(ref[1])
+        for aor in aors:
+            self._check_double(aor)
+
+    # -- queries -----------------------------------------------------------------------
+
+    @property
+    def peers_up(self) -> list[str]:
+        return sorted(self._up)
+
+    def bound(self, aor: str) -> list[str]:
+        """The live peers ``aor`` is bound on."""
+        peers = {r[0] for r in self._by_aor.get(aor, ())}
+        return sorted(p for p in peers if p == self.me or p in self._up)
+
+    def doubles(self) -> list[dict[str, object]]:
+        return [{"aor": aor, "peers": list(peers)} for aor, peers in sorted(self._doubles.items())]
+
+    def status(self, now: float) -> dict[str, object]:
+        return {
+            "peers_up": self.peers_up,
+            "bindings": [
+                {**e.view(now), "live": e.peer == self.me or e.peer in self._up}
+                for e in self._entries.values()
+            ],
+            "doubles": self.doubles(),
+        }
+
+    # -- internals ---------------------------------------------------------------------
+
+    def _put(self, entry: Entry, *, expires: bool) -> None:
+        ref = entry.ref
+        self._entries[ref] = entry
+        self._by_aor.setdefault(entry.aor, set()).add(ref)
+        if expires:
+            self._expiry.set(ref, entry.expires_at)
+
+    def _drop(self, ref: Ref) -> None:
+        if self._entries.pop(ref, None) is None:
+            return
+        self._expiry.cancel(ref)
+        refs = self._by_aor[ref[1]]
+        refs.discard(ref)
+        if not refs:
+            del self._by_aor[ref[1]]
+
+    def _aors_of(self, peer: str) -> list[str]:
+        return list({r[1] for r in self._entries if r[0] == peer})
+
+    def _check_double(self, aor: str) -> None:
+        peers = tuple(self.bound(aor))
+        was = self._doubles.get(aor)
+        if len(peers) > 1 and peers != was:
+            self._doubles[aor] = peers
+            self._events.emit(Kind.CLUSTER_DOUBLE, aor=aor, on=True, peers=list(peers))
+        elif len(peers) <= 1 and was is not None:
+            del self._doubles[aor]
+            self._events.emit(Kind.CLUSTER_DOUBLE, aor=aor, on=False, peers=list(peers))
+
+
+def _text(value: object) -> str:
+    if not isinstance(value, str) or not value:
+        raise ClusterProtocolError(f"expected a non-empty string, got {value!r}")
+    return value
+
+
+def _key(value: object) -> list[Any]:
+    if not isinstance(value, list) or not all(
+        v is None or isinstance(v, (str, int)) for v in value
+    ):
+        raise ClusterProtocolError(f"bad binding key {value!r}")
+    return value
