@@ -22,6 +22,7 @@ import json
 from collections.abc import Callable
 from typing import Any
 
+from emulator.channel import TOKEN_ENV, ChannelSpec
 from emulator.events import Event
 from emulator.kinds import Kind
 from emulator.lab.link import ComponentLink, ControlFailure
@@ -119,9 +120,19 @@ class Collector:
         self.links: dict[str, JoinedComponent] = {}
 
     async def start(self) -> None:
-        self._server = await asyncio.start_server(
-            self._serve, self._host, self._port, limit=MAX_HELLO
-        )
+        """Serve; a ValueError says in one line why it cannot."""
+        if self._token is None and ChannelSpec("listen", self._host, self._port).needs_token():
+            raise ValueError(
+                f"the collector on {self.address} (beyond loopback) needs a token: set {TOKEN_ENV}"
+            )
+        try:
+            self._server = await asyncio.start_server(
+                self._serve, self._host, self._port, limit=MAX_HELLO
+            )
+        except OSError as exc:
+            raise ValueError(
+                f"cannot serve the collector on {self.address}: {exc.strerror or exc}"
+            ) from None
 
     async def close(self) -> None:
         if self._server is not None:

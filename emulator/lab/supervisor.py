@@ -24,7 +24,7 @@ from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
-from emulator.channel import TOKEN_ENV, ChannelSpec, channel_token
+from emulator.channel import channel_token
 from emulator.events import Event
 from emulator.kinds import Kind
 from emulator.lab.attached import AttachedComponent
@@ -138,20 +138,10 @@ class Supervisor:
     async def start(self) -> None:
         self.emit(Kind.LAB_STARTING, lab=self.lab.name, components=list(self.components))
         if self.collector is not None:
-            if (
-                self.collector._token is None
-                and ChannelSpec.parse(f"listen:{self.collector.address}").needs_token()
-            ):
-                raise LabStartError(
-                    f"the collector on {self.collector.address} (beyond loopback) needs a "
-                    f"token: set {TOKEN_ENV}"
-                )
             try:
                 await self.collector.start()
-            except OSError as exc:
-                raise LabStartError(
-                    f"cannot serve the collector on {self.collector.address}: {exc.strerror or exc}"
-                ) from None
+            except ValueError as exc:
+                raise LabStartError(str(exc)) from None
         peers = [p.name for p in self.lab.peers if not p.external]
         for group in (["dns"], peers, self.lab.endpoint_names()):
             await self.start_components(group)
