@@ -308,8 +308,13 @@ class LabConfig(_Model):
                 if aor in literal:
                     raise ValueError(f"{where}: endpoint {spec.uri} is listed twice")
                 literal[aor] = index
+        scalable = [(pattern_regex(s.uri), s) for s in self.endpoints if s.scalable]
         for aor, index in literal.items():
-            if self._in_pattern(aor, patterns) is not None:
+            if self._in_pattern(aor, patterns) is not None or any(
+                (found := regex.fullmatch(aor))
+                and 0 <= int(found.group(1)) - s.first < s.max_replicas * s.count_per_replica
+                for regex, s in scalable
+            ):
                 raise ValueError(f"endpoints[{index}]: {aor} is also a member of a group")
         self._index = _EndpointIndex(
             hosts, literal, patterns, {h.name: i for i, h in enumerate(hosts)}
