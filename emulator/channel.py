@@ -13,6 +13,13 @@ Both forms carry the same newline-delimited JSON: the component writes events (a
   lab is attached are kept (bounded) and delivered when one attaches, so a lab that attaches
   late still sees ``ready``. A newer attachment replaces an older one; losing the lab does not
   stop the component.
+* ``connect:HOST:PORT`` — the other direction, for components whose address and number the lab
+  cannot know (``docker compose up --scale endpoint=N``): the component connects to the lab's
+  collector, retrying with a bounded backoff, and says ``{"op": "hello", "args": {"token",
+  "name", "hostname", "from_lab"}}``; the lab answers ``{"op": "welcome", "args": {"name"}}``
+  (the name it registers the component under) or ``{"error": ...}`` and closes. Then the same
+  JSON lines flow both ways. Events are kept while disconnected, as for ``listen``; a lost
+  connection is retried (the lab restarted, a network blip), the component runs on.
 * ``none`` — standalone: events on stdout, stops on SIGINT/SIGTERM.
 """
 
@@ -23,6 +30,7 @@ import contextlib
 import hmac
 import json
 import os
+import socket
 from collections import deque
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
@@ -45,7 +53,7 @@ class ChannelSpecError(ValueError):
 
 @dataclass(frozen=True, slots=True)
 class ChannelSpec:
-    mode: Literal["stdio", "listen", "none"]
+    mode: Literal["stdio", "listen", "connect", "none"]
     host: str = ""
     port: int = 0
 
@@ -55,12 +63,17 @@ class ChannelSpec:
             return cls(text)  # type: ignore[arg-type]
         mode, _, address = text.partition(":")
         host, sep, port = address.rpartition(":")
-        if mode != "listen" or not sep or not port.isdigit() or not 0 < int(port) < 65536:
+        if (
+            mode not in ("listen", "connect")
+            or not sep
+            or not port.isdigit()
+            or not 0 < int(port) < 65536
+        ):
             raise ChannelSpecError(
-                f"{text!r}: expected 'stdio', 'none' or 'listen:HOST:PORT' "
+                f"{text!r}: expected 'stdio', 'none', 'listen:HOST:PORT' or 'connect:HOST:PORT' "
                 "(e.g. listen:127.0.0.11:7070)"
             )
-        return cls("listen", host.strip("[]"), int(port))
+        return cls(mode, host.strip("[]"), int(port))  # type: ignore[arg-type]
 
     def needs_token(self) -> bool:
         try:
@@ -72,24 +85,16 @@ class ChannelSpec:
 RequestHandler = Callable[[bytes], Awaitable[None]]
 
 
-class ListenChannel:
-    """The component side of ``listen:HOST:PORT``: a sink for events and a request server."""
+class _SocketChannel:
+    """Events to the lab over whichever socket currently carries the channel; kept (bounded)
+    while there is none, and ``ready`` sent again to every new connection."""
 
-    def __init__(self, spec: ChannelSpec, token: str | None) -> None:
-        self._spec = spec
-        self._token = token
-        self._server: asyncio.Server | None = None
+    def __init__(self) -> None:
         self._writer: asyncio.StreamWriter | None = None
         self._pending: deque[bytes] = deque(maxlen=DETACHED_BACKLOG)
         self._ready: bytes | None = None
         self._handler: RequestHandler | None = None
         self.dropped = 0
-
-    async def start(self, handler: RequestHandler) -> None:
-        self._handler = handler
-        self._server = await asyncio.start_server(
-            self._serve, self._spec.host, self._spec.port, limit=MAX_REQUEST
-        )
 
     def write(self, event: Event) -> None:
         line = (event.to_json() + "\n").encode()
@@ -106,6 +111,42 @@ class ListenChannel:
             self.dropped += 1
         self._pending.append(line)
 
+    def _attach(self, writer: asyncio.StreamWriter) -> None:
+        backlog = list(self._pending)
+        self._pending.clear()
+        if self._ready is not None and self._ready not in backlog:
+            backlog.insert(0, self._ready)
+        writer.writelines(backlog)
+        self._writer = writer
+
+    async def _serve_requests(self, reader: asyncio.StreamReader) -> None:
+        assert self._handler is not None
+        while line := await reader.readline():
+            if line.strip():
+                await self._handler(line)
+
+    async def _close_writer(self) -> None:
+        if self._writer is not None:
+            with contextlib.suppress(ConnectionError):
+                await self._writer.drain()
+            self._writer.close()
+
+
+class ListenChannel(_SocketChannel):
+    """The component side of ``listen:HOST:PORT``: a sink for events and a request server."""
+
+    def __init__(self, spec: ChannelSpec, token: str | None) -> None:
+        super().__init__()
+        self._spec = spec
+        self._token = token
+        self._server: asyncio.Server | None = None
+
+    async def start(self, handler: RequestHandler) -> None:
+        self._handler = handler
+        self._server = await asyncio.start_server(
+            self._serve, self._spec.host, self._spec.port, limit=MAX_REQUEST
+        )
+
     async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         try:
             if not await self._greet(reader, writer):
@@ -113,10 +154,7 @@ class ListenChannel:
             if self._writer is not None:
                 self._writer.close()  # a newer lab attachment replaces the older one
             self._attach(writer)
-            assert self._handler is not None
-            while line := await reader.readline():
-                if line.strip():
-                    await self._handler(line)
+            await self._serve_requests(reader)
         except (ConnectionError, ValueError):
             pass  # a lab that went away or sent an over-long line: wait for the next one
         finally:
@@ -140,19 +178,8 @@ class ListenChannel:
             return False
         return True
 
-    def _attach(self, writer: asyncio.StreamWriter) -> None:
-        backlog = list(self._pending)
-        self._pending.clear()
-        if self._ready is not None and self._ready not in backlog:
-            backlog.insert(0, self._ready)
-        writer.writelines(backlog)
-        self._writer = writer
-
     async def close(self) -> None:
-        if self._writer is not None:
-            with contextlib.suppress(ConnectionError):
-                await self._writer.drain()
-            self._writer.close()
+        await self._close_writer()
         if self._server is not None:
             self._server.close()
             with contextlib.suppress(TimeoutError):
@@ -162,3 +189,86 @@ class ListenChannel:
 
 def channel_token(explicit: str | None = None) -> str | None:
     return explicit or os.environ.get(TOKEN_ENV) or None
+
+
+CONNECT_RETRY_INITIAL = 0.1
+CONNECT_RETRY_MAX = 2.0
+WELCOME_TIMEOUT = 10.0
+
+
+class CollectorRefused(Exception):
+    """The lab's collector said no (wrong token, no slot for this component)."""
+
+
+class ConnectChannel(_SocketChannel):
+    """The component side of ``connect:HOST:PORT``: it joins the lab's collector, and joins it
+    again whenever the connection is lost, until the component stops."""
+
+    def __init__(
+        self, spec: ChannelSpec, token: str | None, hello: Callable[[], dict[str, object]]
+    ) -> None:
+        super().__init__()
+        self._spec = spec
+        self._token = token
+        self._hello = hello
+        self._task: asyncio.Task[None] | None = None
+        self.joined_as: str | None = None
+        self.refusal: str | None = None
+
+    async def start(self, handler: RequestHandler) -> None:
+        self._handler = handler
+        self._task = asyncio.create_task(self._join_forever())
+
+    async def _join_forever(self) -> None:
+        delay = CONNECT_RETRY_INITIAL
+        while True:
+            try:
+                reader, writer = await asyncio.open_connection(
+                    self._spec.host, self._spec.port, limit=MAX_REQUEST
+                )
+            except OSError:
+                await asyncio.sleep(delay)  # the lab is not there yet, or restarting
+                delay = min(delay * 2, CONNECT_RETRY_MAX)
+                continue
+            try:
+                self.joined_as = await self._join(reader, writer)
+                self.refusal = None
+                delay = CONNECT_RETRY_INITIAL
+                self._attach(writer)
+                await self._serve_requests(reader)
+            except CollectorRefused as exc:
+                self.refusal = str(exc)
+            except (ConnectionError, ValueError, TimeoutError):
+                pass  # the lab went away mid-way: join again
+            finally:
+                if self._writer is writer:
+                    self._writer = None
+                writer.close()
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, CONNECT_RETRY_MAX)
+
+    async def _join(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> str:
+        args = {"token": self._token, "hostname": socket.gethostname(), **self._hello()}
+        writer.write(json.dumps({"op": "hello", "args": args}).encode() + b"\n")
+        async with asyncio.timeout(WELCOME_TIMEOUT):
+            line = await reader.readline()
+        if not line:
+            raise ConnectionError("the collector closed the connection")
+        answer: object = None
+        name = None
+        try:
+            answer = json.loads(line)
+            if isinstance(answer, dict) and answer.get("op") == "welcome":
+                name = answer["args"]["name"]
+        except (ValueError, TypeError, KeyError):
+            pass
+        if not isinstance(name, str):
+            error = answer.get("error") if isinstance(answer, dict) else None
+            raise CollectorRefused(str(error or "the collector sent no welcome"))
+        return name
+
+    async def close(self) -> None:
+        await self._close_writer()
+        if self._task is not None:
+            self._task.cancel()
+            await asyncio.gather(self._task, return_exceptions=True)

@@ -3,7 +3,8 @@
 A component writes events and reads control requests
 ``{"id": 7, "op": "maintenance", "args": {"on": true}}``, each answered by a ``control.reply``
 event carrying the same ``id`` — over stdio as the supervisor's child, over a socket when it
-runs elsewhere (``--control listen:HOST:PORT``), or only writing events (``--control none``).
+runs elsewhere (``--control listen:HOST:PORT``, or ``connect:HOST:PORT`` to join the lab's
+collector), or only writing events (``--control none``).
 """
 
 from __future__ import annotations
@@ -18,7 +19,13 @@ import sys
 from collections.abc import Awaitable, Callable
 from typing import Any
 
-from emulator.channel import TOKEN_ENV, ChannelSpec, ListenChannel, channel_token
+from emulator.channel import (
+    TOKEN_ENV,
+    ChannelSpec,
+    ConnectChannel,
+    ListenChannel,
+    channel_token,
+)
 from emulator.eventrate import RateGovernor
 from emulator.events import Emitter, Event
 from emulator.kinds import Kind
@@ -140,8 +147,12 @@ class ComponentContext:
     reports their counts as a ``stats`` event every governor window (see emulator/eventrate.py).
     """
 
-    def __init__(self, name: str, write: Callable[[Event], None]) -> None:
+    def __init__(
+        self, name: str, write: Callable[[Event], None], *, from_lab: bool = False
+    ) -> None:
         self.name = name
+        # Waiting for its configuration from the lab it joins (``configure`` over the channel).
+        self.from_lab = from_lab
         self.governor = RateGovernor()
         self.emitter = Emitter(name, write, governor=self.governor)
         self.stopping = asyncio.Event()
@@ -160,6 +171,10 @@ class ComponentContext:
         """Stop the report timer and emit the counts not yet reported (at the end of a run)."""
         self._report_timer.cancel()
         self.emitter.report()
+
+    def rename(self, name: str) -> None:
+        """The name the lab gave this component (a replica's slot): its events carry it."""
+        self.name = self.emitter.component = name
 
     def on_command(self, op: str, handler: Handler) -> None:
         self._handlers[op] = handler
@@ -215,24 +230,32 @@ async def _read_control(ctx: ComponentContext) -> None:
 
 
 async def _run(
-    name: str, main: Callable[[ComponentContext], Awaitable[None]], channel: ChannelSpec
+    name: str,
+    main: Callable[[ComponentContext], Awaitable[None]],
+    channel: ChannelSpec,
+    from_lab: bool,
 ) -> int:
     writer = EventWriter()
-    listen: ListenChannel | None = None
-    if channel.mode == "listen":
+    listen: ListenChannel | ConnectChannel | None = None
+    if channel.mode in ("listen", "connect"):
         token = channel_token()
         if token is None and channel.needs_token():
             print(
-                f"{name}: --control listen on {channel.host} (beyond loopback) needs a token: "
-                f"set {TOKEN_ENV}",
+                f"{name}: --control {channel.mode} to {channel.host} (beyond loopback) needs a "
+                f"token: set {TOKEN_ENV}",
                 file=sys.stderr,
             )
             return 2
-        listen = ListenChannel(channel, token)
-        ctx = ComponentContext(name, listen.write)
+        if channel.mode == "listen":
+            listen = ListenChannel(channel, token)
+        else:
+            listen = ConnectChannel(
+                channel, token, lambda: {"name": ctx.name, "from_lab": ctx.from_lab}
+            )
+        ctx = ComponentContext(name, listen.write, from_lab=from_lab)
     else:
         await writer.open()
-        ctx = ComponentContext(name, writer.write)
+        ctx = ComponentContext(name, writer.write, from_lab=from_lab)
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, ctx.stop)
@@ -273,7 +296,12 @@ class ComponentStartError(Exception):
 
 
 def run_component(
-    name: str, main: Callable[[ComponentContext], Awaitable[None]], *, control: ChannelSpec
+    name: str,
+    main: Callable[[ComponentContext], Awaitable[None]],
+    *,
+    control: ChannelSpec,
+    from_lab: bool = False,
 ) -> int:
-    """Run ``main`` under the event loop of choice; returns the process exit status."""
-    return run_loop(_run(name, main, control))
+    """Run ``main`` under the event loop of choice; returns the process exit status.
+    ``from_lab``: the component takes its configuration from the lab it joins."""
+    return run_loop(_run(name, main, control, from_lab))

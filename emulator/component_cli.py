@@ -17,7 +17,7 @@ M = TypeVar("M", bound=BaseModel)
 
 
 class _ChannelParam(click.ParamType):
-    name = "stdio|none|listen:HOST:PORT"
+    name = "stdio|none|listen:HOST:PORT|connect:HOST:PORT"
 
     def convert(self, value: object, param: click.Parameter | None, ctx: click.Context | None):  # type: ignore[no-untyped-def]
         if isinstance(value, ChannelSpec):
@@ -36,6 +36,7 @@ control_option = click.option(
     help="stdio: read control requests on stdin and stop when it closes (what the lab "
     "supervisor uses); listen:HOST:PORT: serve events and control on a TCP address for a lab "
     "that attaches (a container, another host; beyond loopback set SIPLAB_CONTROL_TOKEN); "
+    "connect:HOST:PORT: join the lab's collector there (replicas the lab cannot list); "
     "none: standalone, stop only on SIGINT/SIGTERM.",
 )
 

@@ -4,14 +4,16 @@ registering and failing over via DNS."""
 from __future__ import annotations
 
 import json
+import sys
 
 import click
 
 from emulator.channel import ChannelSpec
+from emulator.component import run_component
 from emulator.component_cli import build_config, config_json_option, control_option, run
 from endpoint.config import EndpointConfig
 from endpoint.group import HostConfig
-from endpoint.host import serve
+from endpoint.host import serve, serve_from_lab
 
 
 @click.command(context_settings={"help_option_names": ["-h", "--help"]})
@@ -24,6 +26,12 @@ from endpoint.host import serve
 @click.option("--dns", "dns", multiple=True, help="DNS server ip:port (repeatable).")
 @click.option("--expires", type=int, help="Expiry to ask for (default 3600).")
 @control_option
+@click.option(
+    "--config-from-lab",
+    is_flag=True,
+    help="Take the host's configuration from the lab it joins (--control connect:HOST:PORT): "
+    "a replica of a scalable group gets its slice of the group. --name names the group.",
+)
 def main(
     config_json: str | None,
     name: str | None,
@@ -34,12 +42,20 @@ def main(
     dns: tuple[str, ...],
     expires: int | None,
     control: ChannelSpec,
+    config_from_lab: bool,
 ) -> None:
     """Register endpoints through RFC 3263 DNS lookups, and re-register on failure.
 
     The flags describe one endpoint; --config-json takes a whole host (groups of endpoints
-    with URI patterns and address pools: what the lab supervisor passes).
+    with URI patterns and address pools: what the lab supervisor passes); --config-from-lab
+    waits for it from the lab's collector.
     """
+    if config_from_lab:
+        if control.mode != "connect":
+            raise click.UsageError("--config-from-lab needs --control connect:HOST:PORT")
+        if config_json is not None:
+            raise click.UsageError("--config-from-lab and --config-json exclude each other")
+        sys.exit(run_component(name or "endpoint", serve_from_lab, control=control, from_lab=True))
     if config_json is not None and _is_host(config_json):
         host = build_config(HostConfig, config_json, {})
     elif config_json is not None:  # one endpoint's config, as before hosts

@@ -17,6 +17,8 @@ import ssl
 from collections.abc import Coroutine
 from typing import Any
 
+from pydantic import ValidationError
+
 from emulator.component import ComponentContext, ControlError
 from emulator.deadlines import Deadlines
 from emulator.events import EventSink
@@ -24,6 +26,7 @@ from emulator.kinds import Kind
 from emulator.rearm import Rearm
 from emulator.sip.message import Message, Request, response_to, serialize_message
 from emulator.sip.transport import Flow, SipTransport
+from emulator.validation import describe
 from endpoint.config import EndpointConfig
 from endpoint.group import GroupConfig, HostConfig
 from endpoint.locator import LocateError, Resolver, parse_proxy
@@ -384,3 +387,28 @@ async def serve(config: HostConfig, ctx: ComponentContext) -> None:
         await ctx.stopping.wait()
     finally:
         await host.close()
+
+
+async def serve_from_lab(ctx: ComponentContext) -> None:
+    """An endpoint host that registers nothing until the lab it joined sends its configuration
+    (``configure`` with ``{"config": HostConfig}``): a replica learns its slice of its group."""
+    configured: asyncio.Future[HostConfig] = asyncio.get_running_loop().create_future()
+
+    def configure(args: dict[str, Any]) -> dict[str, Any]:
+        if configured.done():
+            raise ControlError(f"{ctx.name} is configured already")
+        try:
+            config = HostConfig.model_validate(args.get("config"))
+        except ValidationError as exc:
+            raise ControlError(describe(exc, "config")) from None
+        ctx.rename(config.name)
+        ctx.from_lab = False  # a later join (the lab restarted) claims this name back
+        configured.set_result(config)
+        return {"name": config.name, "endpoints": config.size}
+
+    ctx.on_command("configure", configure)
+    waiting = asyncio.ensure_future(ctx.stopping.wait())
+    await asyncio.wait({configured, waiting}, return_when=asyncio.FIRST_COMPLETED)
+    waiting.cancel()
+    if configured.done():
+        await serve(configured.result(), ctx)

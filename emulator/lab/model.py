@@ -160,6 +160,13 @@ class EndpointSpec(_Model, RegistrationSettings):
     retry_max: float = Field(default=1800.0, gt=0)
     failed_memory: float = Field(default=60.0, ge=0)
     attach: str | None = Field(default=None, pattern=ATTACH_PATTERN)
+    # A group of replicas nobody lists: endpoint hosts that join the lab's collector
+    # (``python -m endpoint --config-from-lab --control connect:...``, ``docker compose up
+    # --scale endpoint=N``) each get the next free slot: replica k (from 1) runs members
+    # (k - 1) * count_per_replica onwards, on the address it connected from.
+    scalable: bool = False
+    count_per_replica: int = Field(default=1, ge=1, le=MAX_ENDPOINTS_PER_HOST)
+    max_replicas: int = Field(default=64, ge=1)
 
     def host_count(self) -> int:
         return self.hosts or -(-self.count // ENDPOINTS_PER_HOST)
@@ -215,6 +222,9 @@ class LabConfig(_Model):
     # loopback: every component the lab runs sits on 127.0.0.0/8 (or ::1); containers: on a
     # container network inside 198.18.0.0/15 (RFC 2544's benchmarking range).
     network: Literal["loopback", "containers"] = "loopback"
+    # HOST:PORT where the supervisor accepts components that join it (--control connect:...):
+    # the replicas of scalable endpoint groups. Beyond loopback it requires the lab's token.
+    collector: str | None = Field(default=None, pattern=ATTACH_PATTERN)
     _index: _EndpointIndex = PrivateAttr()
 
     @model_validator(mode="after")
@@ -251,6 +261,14 @@ class LabConfig(_Model):
             where = f"endpoints[{index}]"
             spec.uri = spec.uri.removeprefix("sip:")
             grouped = PLACEHOLDER in spec.uri
+            if spec.scalable:
+                self._check_scalable(where, spec, index, names)
+                span = (spec.first, spec.first + spec.max_replicas * spec.count_per_replica, index)
+                for low, high, other in ranges.setdefault(spec.uri.lower(), []):
+                    if low < span[1] and span[0] < high:
+                        raise ValueError(f"{where} and endpoints[{other}] share AORs ({spec.uri})")
+                ranges[spec.uri.lower()].append(span)
+                continue
             if spec.count > 1 and not grouped:
                 raise ValueError(f"{where}: a group of {spec.count} needs {{n}} in its uri")
             if spec.address is None:
@@ -290,12 +308,49 @@ class LabConfig(_Model):
                 if aor in literal:
                     raise ValueError(f"{where}: endpoint {spec.uri} is listed twice")
                 literal[aor] = index
+        scalable = [(pattern_regex(s.uri), s) for s in self.endpoints if s.scalable]
         for aor, index in literal.items():
-            if self._in_pattern(aor, patterns) is not None:
+            if self._in_pattern(aor, patterns) is not None or any(
+                (found := regex.fullmatch(aor))
+                and 0 <= int(found.group(1)) - s.first < s.max_replicas * s.count_per_replica
+                for regex, s in scalable
+            ):
                 raise ValueError(f"endpoints[{index}]: {aor} is also a member of a group")
         self._index = _EndpointIndex(
             hosts, literal, patterns, {h.name: i for i, h in enumerate(hosts)}
         )
+
+    def _check_scalable(self, where: str, spec: EndpointSpec, index: int, names: set[str]) -> None:
+        if PLACEHOLDER not in spec.uri:
+            raise ValueError(f"{where}: a scalable group needs {{n}} in its uri")
+        if spec.attach is not None or spec.address is not None or spec.hosts is not None:
+            raise ValueError(
+                f"{where}: a scalable group's replicas join the lab (address, attach and hosts "
+                "are theirs to say)"
+            )
+        if self.collector is None:
+            raise ValueError(f"{where}: a scalable group needs the lab's 'collector: HOST:PORT'")
+        spec.name = spec.name or f"ep-{index + 1}"
+        for k in (1, spec.max_replicas):
+            if self.replica_name(spec, k) in names:
+                raise ValueError(f"component name {self.replica_name(spec, k)!r} is used twice")
+        names.add(spec.name)
+
+    @staticmethod
+    def replica_name(spec: EndpointSpec, k: int) -> str:
+        return f"{spec.name}-{k}"
+
+    def scalable_groups(self) -> dict[str, int]:
+        """Scalable groups by name -> their index in ``endpoints``."""
+        return {s.name: i for i, s in enumerate(self.endpoints) if s.scalable and s.name}
+
+    def replica_config(self, group: int, k: int, address: str) -> HostConfig:
+        """What replica ``k`` (from 1) of scalable group ``group`` runs: its slice, on the
+        address it connected from."""
+        spec = self.endpoints[group]
+        per = spec.count_per_replica
+        config = self.group_config(group, (k - 1) * per, per, address)
+        return HostConfig(name=self.replica_name(spec, k), groups=[config])
 
     def _in_pattern(
         self, aor: str, patterns: list[tuple[re.Pattern[str], int]]
@@ -370,7 +425,7 @@ class LabConfig(_Model):
         return list(self._index.hosts)
 
     def endpoint_count(self) -> int:
-        return sum(spec.count for spec in self.endpoints)
+        return sum(spec.count for spec in self.endpoints if not spec.scalable)
 
     def endpoint_members(self) -> Iterator[tuple[str, str, str, str]]:
         """Every endpoint as (name, AOR, host component, address), in host order. The name is
@@ -532,8 +587,11 @@ class LabConfig(_Model):
             ],
         )
 
-    def group_config(self, group: int, start: int = 0, count: int | None = None) -> GroupConfig:
-        """Group ``group`` (its members ``start`` to ``start + count``) for an endpoint host."""
+    def group_config(
+        self, group: int, start: int = 0, count: int | None = None, address: str | None = None
+    ) -> GroupConfig:
+        """Group ``group`` (its members ``start`` to ``start + count``) for an endpoint host;
+        ``address``: a replica's own (a scalable group has none until one joins)."""
         spec = self.endpoints[group]
         settings: dict[str, object] = {k: getattr(spec, k) for k in ENDPOINT_SETTINGS}
         settings["proxy"] = spec.proxy or self.domain
@@ -542,8 +600,10 @@ class LabConfig(_Model):
             uri=spec.uri,
             first=spec.first,
             start=start,
-            count=spec.count - start if count is None else count,
-            address=spec.address,
+            count=(spec.count_per_replica if spec.scalable else spec.count - start)
+            if count is None
+            else count,
+            address=address or spec.address or _ANY_ADDRESS,
             addresses=spec.addresses,
             jitter=spec.start_jitter(),
             resolve=spec.resolve,
@@ -580,6 +640,10 @@ class LabConfig(_Model):
     def to_yaml(self) -> str:
         data = self.model_dump(mode="json", exclude_none=True)
         return yaml.safe_dump(data, sort_keys=False)
+
+
+# Where a scalable group's members are checked before any replica (and its address) exists.
+_ANY_ADDRESS = "0.0.0.0"
 
 
 def _derive(where: str, build: Callable[[], object]) -> None:

@@ -3,8 +3,10 @@
 Readiness is taken from events, never from sleeps: DNS first (endpoints resolve at start),
 then the peers, then the endpoints, each step waiting for the components' ``ready`` events
 with a bound. A component is either a child process (:class:`ComponentProcess`, over stdio)
-or one that runs elsewhere and serves its channel on an address (:class:`AttachedComponent`);
-an external peer is neither — the lab only points DNS and endpoints at it.
+or one that runs elsewhere and serves its channel on an address (:class:`AttachedComponent`),
+or one that joins the lab's collector by itself (:class:`JoinedComponent`: the replicas of a
+scalable endpoint group, which the lab gives their slice of the group as they join); an
+external peer is none of these — the lab only points DNS and endpoints at it.
 
 Every event from every component lands in one :class:`EventLog`, which also feeds the
 :class:`LabView` that ``siplab status`` shows. A health check makes silence visible: a frozen
@@ -27,11 +29,13 @@ from emulator.events import Event
 from emulator.kinds import Kind
 from emulator.lab.attached import AttachedComponent
 from emulator.lab.certs import ca_path, lab_certificates
+from emulator.lab.collector import Collector, JoinedComponent
 from emulator.lab.eventlog import EventLog
 from emulator.lab.link import ComponentLink, ControlFailure
 from emulator.lab.model import LabConfig
 from emulator.lab.process import ComponentProcess
 from emulator.lab.view import LabView
+from endpoint.group import HostConfig
 
 READY_TIMEOUT = 20.0
 HEALTH_INTERVAL = 0.5
@@ -74,6 +78,12 @@ class Supervisor:
         self.log = EventLog(events_path, on_event=self._record)
         self.components: dict[str, ComponentLink] = {}
         self._health: asyncio.Task[None] | None = None
+        self.collector = (
+            Collector(lab, channel_token(), self.log.append, self._joined)
+            if lab.collector is not None
+            else None
+        )
+        self._replica_aors: dict[str, str] = {}  # AOR (lower case) -> its replica host
         # The lab CA and the peers' certificates live in the lab's run directory (next to its
         # events), so clients can verify the peers with <run dir>/ca.pem.
         run_dir = events_path.parent if events_path is not None else None
@@ -97,6 +107,20 @@ class Supervisor:
         else:
             self.components[name] = ComponentProcess(name, module, config_json, self.log.append)
 
+    def _joined(self, link: JoinedComponent, config: HostConfig | None) -> None:
+        """A component joined the collector; with ``config`` (a replica's slice, about to be
+        sent), its endpoints join the lab's view."""
+        self.components[link.name] = link
+        if config is None:
+            return
+        members = []
+        for group in config.groups:
+            for i in range(group.count):
+                aor = group.aor(i)
+                members.append((aor, group.address_of(i)))
+                self._replica_aors[aor.lower()] = link.name
+        self.view.add_host(link.name, members)
+
     def _record(self, event: Event) -> None:
         self.view.apply(event)
         if self._on_event is not None:
@@ -113,6 +137,11 @@ class Supervisor:
 
     async def start(self) -> None:
         self.emit(Kind.LAB_STARTING, lab=self.lab.name, components=list(self.components))
+        if self.collector is not None:
+            try:
+                await self.collector.start()
+            except ValueError as exc:
+                raise LabStartError(str(exc)) from None
         peers = [p.name for p in self.lab.peers if not p.external]
         for group in (["dns"], peers, self.lab.endpoint_names()):
             await self.start_components(group)
@@ -248,6 +277,9 @@ class Supervisor:
         """(host, AOR) when ``name`` is an endpoint inside a host of several."""
         if name in self.components:
             return None
+        replica = self._replica_aors.get(name.removeprefix("sip:").lower())
+        if replica is not None:
+            return replica, name.removeprefix("sip:")
         return self.lab.find_endpoint(name)
 
     async def _stop(self, name: str, _: dict[str, Any]) -> dict[str, Any]:
@@ -262,7 +294,7 @@ class Supervisor:
         link = self.component(name)
         if not link.running:
             raise ControlFailure(f"{name} is not running")
-        if isinstance(link, AttachedComponent):
+        if isinstance(link, AttachedComponent | JoinedComponent):
             await link.shutdown()
             return {"where": link.address}
         pid = link.pid
@@ -404,6 +436,8 @@ class Supervisor:
             await asyncio.gather(self._health, return_exceptions=True)
         self.emit(Kind.LAB_STOPPING, lab=self.lab.name)
         peers = [p.name for p in self.lab.peers if not p.external]
+        if self.collector is not None:
+            await self.collector.close()
         for group in (self.lab.endpoint_names(), peers, ["dns"]):
             await asyncio.gather(*(self.components[name].stop() for name in group))
         self.emit(Kind.LAB_STOPPED, lab=self.lab.name)

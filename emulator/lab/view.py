@@ -201,6 +201,16 @@ class LabView:
         view._unsettled = len(view.endpoints)
         return view
 
+    def add_host(self, host: str, members: list[tuple[str, str]]) -> None:
+        """An endpoint host that joined while the lab runs (a replica): its (AOR, address)s."""
+        if host in self.hosts:
+            return  # the same slot joining again: its endpoints are known
+        for aor, address in members:
+            endpoint = EndpointStatus(aor, aor, address, host)
+            self.endpoints[aor] = endpoint
+            self.hosts.setdefault(host, []).append(endpoint)
+        self._unsettled += len(members)
+
     def apply(self, event: Event) -> None:
         name = event.component
         if name == "dns":

@@ -1,7 +1,9 @@
-"""``docker compose up`` runs a lab, ``siplab`` drives it from the host, and Docker's own verbs
-are seen by the lab: ``kill`` -> the peer left and the endpoints re-register on the other,
+"""``docker compose up --scale endpoint=2`` runs a lab whose endpoint hosts join it (each given
+its own slice of the group), ``siplab`` drives it from the host, and Docker's own verbs are seen
+by the lab: ``kill`` -> the peer left and the endpoints re-register on the other,
 ``start`` -> it rejoins, ``pause`` -> it is unresponsive and the endpoints move back at their
-next refresh (Timer F bounds how long a REGISTER to a frozen peer waits).
+next refresh (Timer F bounds how long a REGISTER to a frozen peer waits), scaling down -> that
+replica and its endpoints leave the lab.
 
 Run by ``make compose-test`` (tests/containers/run.sh), which starts a Docker engine, builds the
 image and sets ``SIPLAB_COMPOSE_TEST=1``; elsewhere the test is skipped.
@@ -29,7 +31,9 @@ from emulator.lab.sync import SyncLab
 
 ROOT = Path(__file__).resolve().parents[2]
 LAB_FILE = Path(__file__).with_name("lab.yaml")
-ENDPOINTS = {"1001@uctest.local", "1002@uctest.local"}
+REPLICAS = 2
+PER_REPLICA = 2  # lab.yaml's count: each replica runs a group of two
+ENDPOINTS = {f"{1001 + i}@uctest.local" for i in range(REPLICAS * PER_REPLICA)}
 # The lab's user in its containers (compose.yaml's default SIPLAB_UID): it writes the state file.
 CONTAINER_UID = 1000
 
@@ -157,14 +161,20 @@ def compose_lab() -> Iterator[ComposeLab]:
 
 def test_docker_verbs_on_a_compose_lab_are_seen_by_siplab(compose_lab: ComposeLab) -> None:
     lab = compose_lab
-    lab.compose("up", "-d", timeout=300)
+    lab.compose("up", "-d", "--scale", f"endpoint={REPLICAS}", timeout=300)
     lab.attach(timeout=60)
     status = lab.until(
-        "every endpoint registered",
-        lambda s: {e["state"] for e in s["endpoints"]} == {"Registered"},
+        f"{len(ENDPOINTS)} endpoints registered",
+        lambda s: (
+            len(s["endpoints"]) == len(ENDPOINTS)
+            and {e["state"] for e in s["endpoints"]} == {"Registered"}
+        ),
         timeout=60,
     )
     assert {e["uri"] for e in status["endpoints"]} == ENDPOINTS
+    hosts = {f"endpoint-{k}" for k in range(1, REPLICAS + 1)}
+    assert {e["host"] for e in status["endpoints"]} == hosts  # a slice each
+    assert all(e["address"].startswith("198.18.") for e in status["endpoints"])
     first = LabOps.peer_at(status, status["endpoints"][0]["registrar"])
     assert first is not None
     other = next(p["name"] for p in status["peers"] if p["name"] != first)
@@ -213,6 +223,19 @@ def test_docker_verbs_on_a_compose_lab_are_seen_by_siplab(compose_lab: ComposeLa
     summary = json.loads((out / "report.json").read_text())["summary"]
     assert summary["affected"] >= 1
     assert summary["recovered"] == summary["affected"]
+
+    # Scaling down stops a replica: it de-registers and leaves, its endpoints with it.
+    lab.compose("up", "-d", "--no-recreate", "--scale", "endpoint=1", timeout=120)
+    status = lab.until(
+        "one replica left",
+        lambda s: (
+            {e["reason"] for e in s["endpoints"] if e["state"] != "Registered"} == {"left the lab"}
+        ),
+        timeout=60,
+    )
+    registered = [e for e in status["endpoints"] if e["state"] == "Registered"]
+    assert len(registered) == PER_REPLICA
+    assert len({e["host"] for e in registered}) == 1
 
     # 'siplab down' stops the supervisor (in its container) and its state file goes.
     lab.siplab("down")

@@ -10,7 +10,7 @@ from typing import Any
 import pytest
 import yaml
 
-from emulator.lab.compose import CHANNEL_PORT, compose_file, container_lab
+from emulator.lab.compose import CHANNEL_PORT, COLLECTOR_PORT, compose_file, container_lab
 from emulator.lab.container import listening_ports, shared_token
 from emulator.lab.model import CONTAINER_NETWORK, LabConfig, default_lab, parse_lab
 from emulator.validation import ConfigError
@@ -34,25 +34,52 @@ def test_committed_compose_file_is_the_generated_one() -> None:
 def test_seed_moves_to_the_container_network_with_every_component_attached() -> None:
     document = yaml.safe_load(compose_file(default_lab()))
     services = document["services"]
-    assert list(services) == ["dns", "exp1", "exp2", "endpoint", "lab"]
-    subnet = IPv4Network(document["networks"]["lab"]["ipam"]["config"][0]["subnet"])
+    assert list(services) == ["dns", "exp1", "exp2", "lab", "endpoint"]
+    ipam = document["networks"]["lab"]["ipam"]["config"][0]
+    subnet = IPv4Network(ipam["subnet"])
     assert subnet.subnet_of(CONTAINER_NETWORK)
-    addresses = {name: s["networks"]["lab"]["ipv4_address"] for name, s in services.items()}
-    assert addresses == {
+    fixed = {
+        name: s["networks"]["lab"]["ipv4_address"]
+        for name, s in services.items()
+        if name != "endpoint"
+    }
+    assert fixed == {
         "dns": "198.18.0.10",
         "exp1": "198.18.0.11",
         "exp2": "198.18.0.12",
-        "endpoint": "198.18.0.101",
         "lab": "198.18.0.2",
     }
-    assert config(services["endpoint"])["groups"][0]["settings"]["dns"] == ["198.18.0.10:53"]
+    # Replicas take addresses Docker gives them, from a range none of the fixed ones is in.
+    replicas = IPv4Network(ipam["ip_range"])
+    assert replicas.subnet_of(subnet)
+    assert not any(IPv4Address(a) in replicas for a in fixed.values())
+    endpoint = services["endpoint"]
+    assert endpoint["networks"] == ["lab"]
+    assert "--config-json" not in endpoint["command"]
+    assert endpoint["command"][-2:] == ["--control", f"connect:lab:{COLLECTOR_PORT}"]
+    assert "--config-from-lab" in endpoint["command"]
     lab = LabConfig.model_validate(config(services["lab"]))
     assert lab.network == "containers"
+    assert lab.collector == f"0.0.0.0:{COLLECTOR_PORT}"
     assert lab.dns.attach == f"198.18.0.10:{CHANNEL_PORT}"
     assert [p.attach for p in lab.peers] == [f"198.18.0.{n}:{CHANNEL_PORT}" for n in (11, 12)]
-    assert lab.endpoints[0].attach == f"198.18.0.101:{CHANNEL_PORT}"
-    for service in services.values():
+    # The seed's one endpoint, 1001, is a scalable group: replica k runs 1000 + k.
+    group = lab.endpoints[0]
+    assert (group.scalable, group.name, group.uri, group.first) == (
+        True,
+        "endpoint",
+        "{n}@uctest.local",
+        1001,
+    )
+    replica = lab.replica_config(0, 2, "198.18.0.193")
+    assert replica.name == "endpoint-2"
+    member = replica.groups[0].member(0)
+    assert (member.uri, str(member.address)) == ("1002@uctest.local", "198.18.0.193")
+    assert member.dns == ["198.18.0.10:53"]
+    for name, service in services.items():
         assert service["init"] is True  # 'docker compose down' in about a second
+        if name == "endpoint":
+            continue  # a replica listens on nothing: it is ready when the lab says so
         assert service["healthcheck"]["test"][:4] == [
             "CMD",
             "python",
@@ -61,7 +88,8 @@ def test_seed_moves_to_the_container_network_with_every_component_attached() -> 
         ]
     # Published on the host's loopback only, and the lab waits for every component to be ready.
     assert services["lab"]["ports"] == ["127.0.0.1:${SIPLAB_CONTROL_PORT:-7700}:7700"]
-    assert set(services["lab"]["depends_on"]) == {"dns", "exp1", "exp2", "endpoint"}
+    assert set(services["lab"]["depends_on"]) == {"dns", "exp1", "exp2"}
+    assert set(services["endpoint"]["depends_on"]) == {"lab"}
 
 
 def lab_data(**overrides: Any) -> dict[str, Any]:
@@ -77,6 +105,7 @@ def lab_data(**overrides: Any) -> dict[str, Any]:
         "endpoints": [
             {"uri": "1@uctest.local", "address": "198.19.7.101"},
             {"uri": "2@uctest.local", "address": "198.19.7.102", "proxy": "198.19.7.11"},
+            {"uri": "alice@uctest.local", "address": "198.19.7.103"},
         ],
     }
     data.update(overrides)
@@ -90,14 +119,21 @@ def test_container_lab_keeps_its_addresses_ports_and_external_peers() -> None:
         "dns",
         "a",
         "b",
+        "endpoint-alice-uctest.local",
+        "lab",
         "endpoint-1-uctest.local",
         "endpoint-2-uctest.local",
-        "lab",
     ]
     # Spread over two /24s: the network widens to hold both, and stays in 198.18.0.0/15.
     assert document["networks"]["lab"]["ipam"]["config"][0]["subnet"] == "198.19.0.0/20"
     assert config(services["dns"])["port"] == 5353
     lab = LabConfig.model_validate(config(services["lab"]))
+    # Numeric AORs scale; one replica of 1@ before 2@'s AORs begin, a named one does not.
+    assert [(e.name, e.scalable, e.max_replicas) for e in lab.endpoints[:2]] == [
+        ("endpoint-1-uctest.local", True, 1),
+        ("endpoint-2-uctest.local", True, 64),
+    ]
+    assert lab.endpoints[2].attach == f"198.19.7.103:{CHANNEL_PORT}"
     assert lab.peer("ext").attach is None
     assert str(lab.peer("ext").address) == "192.0.2.1"
     assert IPv4Address(services["lab"]["networks"]["lab"]["ipv4_address"]) == IPv4Address(
@@ -109,12 +145,12 @@ def test_loopback_lab_maps_its_records_and_proxies() -> None:
     data = {
         "peers": [{"name": "exp1", "address": "127.0.3.11"}],
         "dns": {"records": [{"name": "exp1", "type": "A", "data": "127.0.3.11"}]},
-        "endpoints": [{"uri": "1@uctest.local", "proxy": "127.0.3.11", "address": "127.0.3.5"}],
+        "endpoints": [{"uri": "a@uctest.local", "proxy": "127.0.3.11", "address": "127.0.3.5"}],
     }
     lab = container_lab(parse_lab(data, "t"))
     assert str(lab.peer("exp1").address) == "198.18.3.11"
     assert lab.dns_config().zones[0].records[0].data == "198.18.3.11"
-    assert lab.endpoint_config("1@uctest.local").proxy == "198.18.3.11"
+    assert lab.endpoint_config("a@uctest.local").proxy == "198.18.3.11"
     assert str(lab.endpoints[0].address) == "198.18.3.5"
 
 
