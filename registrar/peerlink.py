@@ -20,6 +20,7 @@ from registrar.config import ClusterPeer, RegistrarConfig
 
 # A hello carries every binding the sender knows: one line of up to this many bytes.
 LINE_LIMIT = 64 * 1024 * 1024
+STOP_TIMEOUT = 2.0
 BACKOFF_FIRST, BACKOFF_MAX = 0.1, 2.0
 MISSED_HEARTBEATS = 3
 
@@ -45,6 +46,7 @@ class PeerLink:
         self._conns: set[_Conn] = set()
         self._by_peer: dict[str, _Conn] = {}
         self._tasks: set[asyncio.Task[None]] = set()
+        self._stopping = False
         self._server: asyncio.Server | None = None
         self._heartbeat = config.cluster_heartbeat
 
@@ -59,6 +61,7 @@ class PeerLink:
         self._spawn(self._pinger())
 
     async def stop(self) -> None:
+        self._stopping = True
         if self._server is not None:
             self._server.close()
         for task in list(self._tasks):
@@ -67,7 +70,11 @@ class PeerLink:
             conn.writer.close()
         await asyncio.gather(*self._tasks, return_exceptions=True)
         if self._server is not None:
-            await self._server.wait_closed()
+            # Bounded: a connection accepted but not yet served would hold it open for ever,
+            # and an orphaned peer (its lab gone) must still get to exit.
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(STOP_TIMEOUT):
+                    await self._server.wait_closed()
 
     def broadcast(self) -> None:
         """Send the view's pending updates to every link that has said hello."""
@@ -92,7 +99,7 @@ class PeerLink:
 
     async def _dial(self, peer: ClusterPeer) -> None:
         delay = BACKOFF_FIRST
-        while True:
+        while not self._stopping:
             try:
                 reader, writer = await asyncio.open_connection(
                     str(peer.address), peer.port, limit=LINE_LIMIT
@@ -120,9 +127,10 @@ class PeerLink:
         reason = "closed"
         try:
             while True:
-                line = await asyncio.wait_for(
-                    reader.readline(), timeout=self._heartbeat * MISSED_HEARTBEATS
-                )
+                # asyncio.timeout, not wait_for: on 3.11 wait_for can swallow a cancellation
+                # that races with the line arriving, and a stopping peer would dial for ever.
+                async with asyncio.timeout(self._heartbeat * MISSED_HEARTBEATS):
+                    line = await reader.readline()
                 if not line:
                     break
                 self._receive(conn, line)
