@@ -193,3 +193,26 @@ def test_set_restarts_the_locator_with_the_new_proxy(make_lab: Callable[..., Tes
     )
     with pytest.raises(Exception, match="cannot set"):
         lab.op(AOR, "set", uri="2002@uctest.local")
+
+
+@pytest.mark.parametrize("algorithms", [["SHA-256", "MD5"], ["MD5"]])
+def test_endpoint_answers_the_registrars_digest_challenge(
+    make_lab: Callable[..., TestLab], algorithms: list[str]
+) -> None:
+    """Our endpoint against our registrar with digest auth on: challenged, then registered;
+    a wrong password stops (Failed, no retry storm) instead of hammering the peer."""
+    auth = {"users": {"1001": "secret"}, "algorithms": algorithms}
+    lab = make_lab(
+        registrar={**LONG, "auth": auth},
+        endpoints=lambda p: endpoint(p, expires=60, username="1001", password="secret"),
+    )
+    assert lab.endpoint()["state"] == "Registered"
+    challenged = [e for e in lab.events(0) if e["kind"] == "register.answered" and e["code"] == 401]
+    assert challenged, "the registrar should have challenged the first REGISTER"
+
+    seq = lab.seq()
+    lab.op(AOR, "set", password="wrong")
+    failed = lab.until(kind("registration.state", state="Failed"), since=seq, timeout=10)
+    assert "401" in failed["reason"] or "403" in failed["reason"]
+    answered = [e for e in lab.events(seq) if e["kind"] == "register.answered" and e["code"] != 200]
+    assert len(answered) <= 4, answered  # a challenge or two, never a storm
