@@ -325,20 +325,41 @@ class Supervisor:
 
     async def _pause(self, name: str, _: dict[str, Any]) -> dict[str, Any]:
         """SIGSTOP: the process freezes with its sockets open — the silent failure."""
-        process = self._process(name, "pause")
-        if process.frozen():
+        link = self.component(name)
+        if not isinstance(link, ComponentProcess):
+            return await self._silence(name, link, pause=True)
+        if link.frozen():
             raise ControlFailure(f"{name} is already paused")
-        process.send_signal(signal.SIGSTOP)
-        self.emit_for(name, Kind.PROCESS_PAUSED, pid=process.pid, by="lab")
-        return {"pid": process.pid}
+        link.send_signal(signal.SIGSTOP)
+        self.emit_for(name, Kind.PROCESS_PAUSED, pid=link.pid, by="lab")
+        return {"pid": link.pid}
 
     async def _resume(self, name: str, _: dict[str, Any]) -> dict[str, Any]:
-        process = self._process(name, "resume")
-        if not process.frozen():
+        link = self.component(name)
+        if not isinstance(link, ComponentProcess):
+            return await self._silence(name, link, pause=False)
+        if not link.frozen():
             raise ControlFailure(f"{name} is not paused")
-        process.send_signal(signal.SIGCONT)
-        self.emit_for(name, Kind.PROCESS_RESUMED, pid=process.pid, by="lab")
-        return {"pid": process.pid}
+        link.send_signal(signal.SIGCONT)
+        self.emit_for(name, Kind.PROCESS_RESUMED, pid=link.pid, by="lab")
+        return {"pid": link.pid}
+
+    async def _silence(self, name: str, link: ComponentLink, *, pause: bool) -> dict[str, Any]:
+        """Pause a component the lab cannot signal (a container, another host) in-process:
+        silent both ways on every socket, which is what a frozen process looks like from
+        outside; only its channel to the lab still answers."""
+        if name not in self.view.peers and name != "dns":
+            raise ControlFailure(
+                f"{name} runs {link.where}: the lab cannot pause it; "
+                "use the tools of where it runs (e.g. docker compose pause)"
+            )
+        if pause == self._view_paused(name):
+            raise ControlFailure(f"{name} is {'already' if pause else 'not'} paused")
+        op = "partition" if pause else "heal"
+        state = await self._answering(name).request(op, {}, CONTROL_TIMEOUT)
+        kind = Kind.PROCESS_PAUSED if pause else Kind.PROCESS_RESUMED
+        self.emit_for(name, kind, by="lab", emulated="in-process partition")
+        return {"emulated": "in-process partition", "link": state}
 
     async def _link(self, name: str, args: dict[str, Any]) -> dict[str, Any]:
         """Partition, heal and impair happen inside the component, between socket and core."""

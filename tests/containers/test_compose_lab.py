@@ -210,6 +210,11 @@ def test_docker_verbs_on_a_compose_lab_are_seen_by_siplab(compose_lab: ComposeLa
     assert refused.returncode == 1
     assert f"docker compose kill {first}" in refused.stderr
     lab.siplab("maintenance", other, "off")
+    # siplab pause on a container: no signal reaches it, so it is silenced in-process.
+    lab.siplab("pause", other)
+    assert peer_state(lab.status(), other) == "paused"
+    lab.siplab("resume", other)
+    assert peer_state(lab.status(), other) == "active"
     roomos = lab.siplab("events", "--format", "roomos")
     assert "Registered as '1001@uctest.local'" in roomos
 

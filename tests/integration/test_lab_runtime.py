@@ -95,6 +95,13 @@ def test_a_component_over_the_socket_channel_joins_the_lab(
     refused = lab.siplab("kill", "exp3")
     assert refused.returncode != 0
     assert "runs elsewhere" in refused.stderr
+    # No signal can reach it, so a pause silences it in-process instead, and says so.
+    paused = lab.siplab("pause", "exp3")
+    assert paused.returncode == 0, paused.stderr
+    assert {p["name"]: p["state"] for p in lab.status()["peers"]}["exp3"] == "paused"
+    assert lab.bindings("exp3")["link"]["partition"] is not None
+    assert lab.siplab("resume", "exp3").returncode == 0
+    assert {p["name"]: p["state"] for p in lab.status()["peers"]}["exp3"] == "active"
     since = lab.seq()
     assert lab.siplab("stop", "exp3").returncode == 0
     lab.until(
