@@ -489,7 +489,6 @@ def _memoized(
     return decorate
 
 
-
 def _unquote(quoted: str) -> str:
     return re.sub(r"\\(.)", r"\1", quoted[1:-1], flags=re.S)
 
