@@ -12,8 +12,10 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass
 from email.utils import formatdate
+from typing import Any
 
 from emulator.deadlines import Deadlines
+from emulator.eventrate import RateGovernor, Tally
 from emulator.events import EventSink
 from emulator.kinds import Kind
 from emulator.sip.message import (
@@ -59,6 +61,7 @@ class RegistrarCore:
         events: EventSink,
         *,
         timers: TimerConfig | None = None,
+        governor: RateGovernor | None = None,
     ) -> None:
         self.config = config
         self.maintenance = config.maintenance
@@ -69,6 +72,13 @@ class RegistrarCore:
         self._outgoing: list[tuple[Flow, bytes]] = []
         self._transactions: dict[tuple[str, str, str], tuple[ServerTransaction, Flow]] = {}
         self._tx_deadlines: Deadlines[tuple[str, str, str]] = Deadlines()
+        # HIGH kinds counted here, so that their fields are only built for the events that go
+        # out (``events`` must then be the emitter that ``governor`` belongs to).
+        self._answered: Tally | None = None
+        self._refreshed: Tally | None = None
+        if governor is not None:
+            self._answered = governor.tally(Kind.REGISTER_ANSWERED)
+            self._refreshed = governor.tally(Kind.BINDING_REFRESHED)
 
     # -- the sans-I/O verbs ------------------------------------------------------------
 
@@ -85,7 +95,7 @@ class RegistrarCore:
             tx.receive_request(message, now)
             self._flush(key, tx, tx_flow)
             return
-        tx = ServerTransaction(message, reliable=False, now=now, timers=self._timers)
+        tx = ServerTransaction(message, reliable=False, now=now, timers=self._timers, key=key)
         tx.respond(self._answer(message, flow, now), now)
         if key is None:
             self._outgoing.extend((flow, data) for data in tx.pop_outgoing())
@@ -165,15 +175,18 @@ class RegistrarCore:
             response = response_to(request, reject.status, reject.reason)
             for name, value in reject.headers.items():
                 response.headers.add(name.replace("_", "-"), value)
-        self._events.emit(
-            Kind.REGISTER_ANSWERED,
-            aor=_aor_or_raw(request),
-            code=response.status,
-            reason=response.reason,
-            source=source,
-            contact=response.headers.get("Contact") if response.status == 200 else None,
-            registrations=len(self.bindings),
-        )
+        sample = 1 if self._answered is None else self._answered.admit()
+        if sample:
+            self._events.emit(
+                Kind.REGISTER_ANSWERED,
+                aor=_aor_or_raw(request),
+                code=response.status,
+                reason=response.reason,
+                source=source,
+                contact=response.headers.get("Contact") if response.status == 200 else None,
+                registrations=len(self.bindings),
+                **_sampled(sample),
+            )
         return response
 
     def _register(self, request: Request, source: str, now: float) -> Response:
@@ -218,18 +231,23 @@ class RegistrarCore:
                         aor, change.contact, change.key, now + change.expires, call_id, cseq, source
                     )
                 )
-                self._events.emit(
-                    Kind.BINDING_REFRESHED if existed else Kind.BINDING_ADDED,
-                    aor=aor,
-                    contact=change.contact,
-                    expires=change.expires,
-                    source=source,
-                    registrations=len(self.bindings),
-                )
+                sample = 1
+                if existed and self._refreshed is not None:
+                    sample = self._refreshed.admit()
+                if sample:
+                    self._events.emit(
+                        Kind.BINDING_REFRESHED if existed else Kind.BINDING_ADDED,
+                        aor=aor,
+                        contact=change.contact,
+                        expires=change.expires,
+                        source=source,
+                        registrations=len(self.bindings),
+                        **_sampled(sample),
+                    )
         response = response_to(request, 200)
         for binding in self.bindings.for_aor(aor):
             response.headers.add("Contact", f"<{binding.contact}>;expires={binding.remaining(now)}")
-        response.headers.add("Date", formatdate(time.time(), usegmt=True))
+        response.headers.add("Date", _http_date(int(time.time())))
         return response
 
     def _contact_changes(
@@ -287,6 +305,22 @@ def _parse_expires(text: str) -> int:
     if value < 0:
         raise Reject(400, "Bad Request (negative Expires)")
     return min(value, 2**32 - 1)
+
+
+def _sampled(sample: int) -> dict[str, Any]:
+    """The ``sample`` field of an event that stands for ``sample`` happenings (eventrate.py)."""
+    return {"sample": sample} if sample > 1 else {}
+
+
+_date_cache: tuple[int, str] = (0, "")
+
+
+def _http_date(second: int) -> str:
+    # formatdate costs a few microseconds; one REGISTER after another asks for the same second.
+    global _date_cache
+    if _date_cache[0] != second:
+        _date_cache = (second, formatdate(second, usegmt=True))
+    return _date_cache[1]
 
 
 def _aor_or_raw(request: Request) -> str:

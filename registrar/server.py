@@ -18,7 +18,7 @@ class RegistrarServer:
     def __init__(self, config: RegistrarConfig, ctx: ComponentContext) -> None:
         self.config = config
         self.ctx = ctx
-        self.core = RegistrarCore(config, ctx.emitter)
+        self.core = RegistrarCore(config, ctx.emitter, governor=ctx.governor)
         self.transport = SipTransport(self)
         self._timer = Rearm(self._on_timer)
         self._loop = asyncio.get_running_loop()

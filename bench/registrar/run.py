@@ -222,7 +222,10 @@ class Kamailio(Server):
 
     def describe(self) -> str:
         version = subprocess.run(
-            [self.proc.args[0], "-v"], capture_output=True, text=True, check=False  # type: ignore[index]
+            [self.proc.args[0], "-v"],
+            capture_output=True,
+            text=True,
+            check=False,  # type: ignore[index]
         ).stdout.splitlines()
         return f"{version[0] if version else 'kamailio'}, {KAMAILIO_CFG.name}"
 
@@ -606,12 +609,8 @@ def main(argv: list[str] | None = None) -> int:
         default=LADDER,
         help="the ladder, comma-separated REGISTER/s",
     )
-    parser.add_argument(
-        "--scenarios", type=lambda text: text.split(","), default=list(SCENARIOS)
-    )
-    parser.add_argument(
-        "--transports", type=lambda text: text.split(","), default=list(TRANSPORTS)
-    )
+    parser.add_argument("--scenarios", type=lambda text: text.split(","), default=list(SCENARIOS))
+    parser.add_argument("--transports", type=lambda text: text.split(","), default=list(TRANSPORTS))
     parser.add_argument(
         "--users", type=int, default=REFRESH_USERS, help="users of the refresh scenario"
     )

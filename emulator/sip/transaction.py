@@ -285,8 +285,10 @@ class ServerTransaction(_Transaction):
         reliable: bool,
         now: float,
         timers: TimerConfig = TimerConfig(),  # frozen, so sharing is safe
+        key: tuple[str, str, str] | None = None,
     ) -> None:
-        key = server_key(request)
+        """``key``: the request's ``server_key``, when the caller has already computed it."""
+        key = key or server_key(request)
         if key is None:
             raise ValueError("the request needs a top Via with a branch parameter")
         super().__init__(reliable, timers)
