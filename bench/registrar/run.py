@@ -5,8 +5,9 @@
     python bench/registrar/run.py --lab            # our peer inside a lab (siplab up --detach)
     python bench/registrar/run.py --self-check     # seconds: 200/s for 2 s each, all checked
 
-Servers, both on one loopback /24 from ``emulator.lab.addresses.next_block()`` and both running
-for the whole run:
+Servers, both on one loopback /24 from ``emulator.lab.addresses.next_block()``, both started
+afresh for each scenario and transport (so no binding of an earlier ladder expires during a
+later one):
 
 * ours: ``python -m registrar --address .11 --domain uctest.local --min-expires 1
   --max-expires 3600`` as a user starts it (events at their default setting, written to a file),
@@ -17,7 +18,7 @@ for the whole run:
 Load: SIPp (Debian's sip-tester) from .100, one REGISTER per call, over UDP and over TCP (one
 connection, ``-t t1``), two scenarios: ``new`` (a user never seen before each time,
 register-new.xml) and ``refresh`` (users registered beforehand, register-refresh.xml). For each
-scenario, transport and server the rate climbs a ladder (500, 1000, 1500, ... REGISTER/s, each
+scenario, transport and server the rate climbs a ladder (1000, 2000, 3000, ... REGISTER/s, each
 step ``--duration`` seconds) until a step is not held. A step is *held* when fewer than 1% of
 its REGISTERs failed (no 200 within 4 s), fewer than 1% needed a retransmission (UDP: the
 server fell half a second behind or dropped it), and SIPp got through the step in at most 10%
@@ -57,7 +58,7 @@ from benchlab import DetachedLab, cpu_seconds  # noqa: E402  (bench/benchlab.py)
 from emulator.lab.addresses import Block, next_block  # noqa: E402
 
 DOMAIN = "uctest.local"
-LADDER = [500, 1000, 1500, 2000, 2500, 3000, 4000, 5000, 6000, 8000, 10000, 12000, 15000, 20000]
+LADDER = [1000, 2000, 3000, 4000, 5000, 6000, 7000, 8000, 10000, 12000, 15000, 20000]
 SCENARIOS = ("new", "refresh")
 TRANSPORTS = ("udp", "tcp")
 FAIL_LIMIT = 0.01  # failed (or, over UDP, retransmitted) REGISTERs of a held step: < 1%
@@ -189,7 +190,7 @@ class Kamailio(Server):
     def __init__(self, address: str, tmp: Path) -> None:
         self.name, self.address = "kamailio", address
         run_dir = tmp / "kamailio"
-        run_dir.mkdir()
+        run_dir.mkdir(exist_ok=True)
         self._log = tmp / "kamailio.log"
         argv = [
             shutil.which("kamailio") or "/usr/sbin/kamailio",
@@ -227,7 +228,8 @@ class Kamailio(Server):
             text=True,
             check=False,  # type: ignore[index]
         ).stdout.splitlines()
-        return f"{version[0] if version else 'kamailio'}, {KAMAILIO_CFG.name}"
+        name = version[0].removeprefix("version:").strip() if version else "kamailio"
+        return f"{name}, {KAMAILIO_CFG.name}"
 
     def stop(self) -> None:
         _stop(self.proc)
@@ -443,6 +445,13 @@ def ladder(
     return best, steps
 
 
+def register_users(server: Server, count: int, client: str, tmp: Path, users: Path) -> None:
+    """Every refresh-scenario user gets its binding first, at a gentle rate."""
+    row, _, _ = sipp("refresh", server, "udp", min(1000, count), count, client, tmp, users=users)
+    if int(row["SuccessfulCall(C)"]) != count:
+        raise RuntimeError(f"{server.name}: registering the refresh users failed")
+
+
 def write_users(path: Path, count: int) -> None:
     lines = ["SEQUENTIAL", *(f"r{n}" for n in range(1, count + 1))]
     path.write_text("\n".join(lines) + "\n", encoding="ascii")
@@ -480,46 +489,46 @@ def benchmark(args: argparse.Namespace) -> int:
     users = tmp / "users.csv"
     write_users(users, args.users)
     results: dict[tuple[str, str, str], tuple[Step | None, list[Step]]] = {}
+    events: list[int] = []
     try:
-        with servers(block, tmp, args.lab) as (ours, kamailio):
-            print(f"machine: {os.cpu_count()} CPUs, {_cpu_model()}; load {_load()}")
-            print(f"ours:     {ours.describe()} on {ours.address}")  # type: ignore[attr-defined]
-            print(f"kamailio: {kamailio.describe()} on {kamailio.address}")  # type: ignore[attr-defined]
-            print(
-                f"SIPp from {client}; steps of {args.duration} s; rates {args.rates}; "
-                f"refresh users {args.users}"
-            )
-            for server in (ours, kamailio):
-                # Every refresh-scenario user gets its binding first, at a gentle rate.
-                count = args.users
-                row, _, _ = sipp(
-                    "refresh", server, "udp", min(1000, count), count, client, tmp, users=users
-                )
-                if int(row["SuccessfulCall(C)"]) != count:
-                    raise RuntimeError(f"{server.name}: registering the refresh users failed")
-            for scenario in args.scenarios:
-                for transport in args.transports:
-                    for server in (ours, kamailio):
-                        if server.name not in args.servers:
-                            continue
-                        results[(scenario, transport, server.name)] = ladder(
-                            scenario,
-                            server,
-                            transport,
-                            args.rates,
-                            args.duration,
-                            client,
-                            tmp,
-                            users,
-                            not args.quiet,
-                        )
-            ours_events = _count_lines(ours.events) if isinstance(ours, Ours) else None
+        for number, (scenario, transport) in enumerate(
+            (scenario, transport) for scenario in args.scenarios for transport in args.transports
+        ):
+            # Fresh servers for each scenario and transport: no binding of an earlier ladder
+            # expires (and costs its server) during this one.
+            with servers(block, tmp, args.lab) as (ours, kamailio):
+                if number == 0:
+                    print(f"machine: {os.cpu_count()} CPUs, {_cpu_model()}; load {_load()}")
+                    print(f"ours:     {ours.describe()} on {ours.address}")  # type: ignore[attr-defined]
+                    print(f"kamailio: {kamailio.describe()} on {kamailio.address}")  # type: ignore[attr-defined]
+                    print(
+                        f"SIPp from {client}; steps of {args.duration} s; rates {args.rates}; "
+                        f"refresh users {args.users}"
+                    )
+                for server in (ours, kamailio):
+                    if server.name not in args.servers:
+                        continue
+                    if scenario == "refresh":
+                        register_users(server, args.users, client, tmp, users)
+                    results[(scenario, transport, server.name)] = ladder(
+                        scenario,
+                        server,
+                        transport,
+                        args.rates,
+                        args.duration,
+                        client,
+                        tmp,
+                        users,
+                        not args.quiet,
+                    )
+                if isinstance(ours, Ours):
+                    events.append(_count_lines(ours.events))
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
     print()
     print(report(results, args))
-    if ours_events is not None:
-        print(f"\nevents written by our peer during the run: {ours_events}")
+    if events:
+        print(f"\nevents written by our peer: {sum(events)} ({', '.join(map(str, events))})")
     if args.self_check:
         return self_check(results, args)
     return 0
@@ -536,13 +545,13 @@ def report(
     ]
     for scenario in args.scenarios:
         for transport in args.transports:
-            ours, _ = results.get((scenario, transport, "ours"), (None, []))
+            ours, ours_steps = results.get((scenario, transport, "ours"), (None, []))
             kam, kam_steps = results.get((scenario, transport, "kamailio"), (None, []))
             ratio = None
             if ours is not None and kam is not None:
                 ratio = ours.rate / kam.rate
-            for name, best in (("ours", ours), ("kamailio", kam)):
-                capped = name == "kamailio" and kam is not None and kam is kam_steps[-1]
+            for name, best, steps in (("ours", ours, ours_steps), ("kamailio", kam, kam_steps)):
+                capped = best is not None and best is steps[-1]
                 rate = "none" if best is None else f"{best.rate}{'+' if capped else ''}"
                 sipp_share = None if best is None else 100 * best.sipp_cpu / best.wall
                 lines.append(
