@@ -58,7 +58,7 @@ from benchlab import DetachedLab, cpu_seconds  # noqa: E402  (bench/benchlab.py)
 from emulator.lab.addresses import Block, next_block  # noqa: E402
 
 DOMAIN = "uctest.local"
-LADDER = [1000, 2000, 3000, 4000, 5000, 6000, 7000, 8000, 10000, 12000, 15000, 20000]
+LADDER = [1000, 2000, 3000, 4000, 5000, 6000, 7000, 8000, 10000, 12000, 15000, 20000, 25000, 30000]
 SCENARIOS = ("new", "refresh")
 TRANSPORTS = ("udp", "tcp")
 FAIL_LIMIT = 0.01  # failed (or, over UDP, retransmitted) REGISTERs of a held step: < 1%
