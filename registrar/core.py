@@ -20,8 +20,10 @@ from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass
 from email.utils import formatdate
+from typing import Any
 
 from emulator.deadlines import Deadlines
+from emulator.eventrate import RateGovernor, Tally
 from emulator.events import EventSink
 from emulator.kinds import Kind
 from emulator.sip.message import (
@@ -80,6 +82,7 @@ class RegistrarCore:
         wall_clock: Callable[[], float],
         rng: random.Random,
         timers: TimerConfig | None = None,
+        governor: RateGovernor | None = None,
     ) -> None:
         self.config = config
         self.maintenance = config.maintenance
@@ -99,6 +102,11 @@ class RegistrarCore:
         self._outgoing: list[tuple[Flow, bytes]] = []
         self._transactions: dict[tuple[str, str, str], tuple[ServerTransaction, Flow]] = {}
         self._tx_deadlines: Deadlines[tuple[str, str, str]] = Deadlines()
+        # HIGH kinds counted here, so that their fields are only built for the events that go
+        # out (``events`` must then be the emitter that ``governor`` belongs to).
+        self._answered: Tally | None = None
+        if governor is not None:
+            self._answered = governor.tally(Kind.REGISTER_ANSWERED)
 
     # -- the sans-I/O verbs ------------------------------------------------------------
 
@@ -116,7 +124,7 @@ class RegistrarCore:
             tx.receive_request(message, now)
             self._flush(key, tx, tx_flow)
             return
-        tx = ServerTransaction(message, reliable=False, now=now, timers=self._timers)
+        tx = ServerTransaction(message, reliable=False, now=now, timers=self._timers, key=key)
         response, reply_flow = self._answer(message, flow, now)
         tx.respond(response, now)
         if key is None:
@@ -226,15 +234,18 @@ class RegistrarCore:
             response = response_to(request, reject.status, reject.reason, tag=self._tag())
             for name, value in reject.headers:
                 response.headers.add(name, value)
-        self._events.emit(
-            Kind.REGISTER_ANSWERED,
-            aor=_aor_or_raw(request),
-            code=response.status,
-            reason=response.reason,
-            source=source,
-            contact=response.headers.get("Contact") if response.status == 200 else None,
-            registrations=len(self.bindings),
-        )
+        sample = 1 if self._answered is None else self._answered.admit()
+        if sample:
+            self._events.emit(
+                Kind.REGISTER_ANSWERED,
+                aor=_aor_or_raw(request),
+                code=response.status,
+                reason=response.reason,
+                source=source,
+                contact=response.headers.get("Contact") if response.status == 200 else None,
+                registrations=len(self.bindings),
+                **_sampled(sample),
+            )
         return response
 
     def _register(self, request: Request, flow: Flow, now: float) -> Response:
@@ -282,7 +293,7 @@ class RegistrarCore:
         if outbound:
             response.headers.add("Require", "outbound")
             response.headers.add("Flow-Timer", str(self.config.flow_timer))
-        response.headers.add("Date", formatdate(self._wall_clock(), usegmt=True))
+        response.headers.add("Date", _http_date(int(self._wall_clock())))
         return response
 
     def _apply(
@@ -502,6 +513,22 @@ def _parse_expires(text: str) -> int:
     if value < 0:
         raise Reject(400, "Bad Request (negative Expires)")
     return min(value, 2**32 - 1)
+
+
+def _sampled(sample: int) -> dict[str, Any]:
+    """The ``sample`` field of an event that stands for ``sample`` happenings (eventrate.py)."""
+    return {"sample": sample} if sample > 1 else {}
+
+
+_date_cache: tuple[int, str] = (0, "")
+
+
+def _http_date(second: int) -> str:
+    # formatdate costs a few microseconds; one REGISTER after another asks for the same second.
+    global _date_cache
+    if _date_cache[0] != second:
+        _date_cache = (second, formatdate(second, usegmt=True))
+    return _date_cache[1]
 
 
 def _aor_or_raw(request: Request) -> str:

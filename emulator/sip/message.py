@@ -6,11 +6,13 @@ Sans-I/O: bytes in, objects out. Everything that reads untrusted input raises on
 
 from __future__ import annotations
 
+import functools
 import ipaddress
 import re
 import secrets
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
+from typing import TypeVar
 
 __all__ = [
     "DEFAULT_LIMITS",
@@ -113,11 +115,27 @@ def _canonical(name: str) -> str:
 
 def _key(name: str) -> str:
     """The lookup key of a header name: its canonical name, lower-cased."""
-    return _canonical(name).lower()
+    known = _NAMES.get(name)
+    return known[0] if known is not None else _canonical(name).lower()
+
+
+def _known_spellings() -> dict[str, tuple[str, str]]:
+    names: dict[str, tuple[str, str]] = {}
+    for spelling in [*_CANONICAL, *_CANONICAL.values(), *(c.upper() for c in _COMPACT)]:
+        canonical = _canonical(spelling)
+        names[spelling] = (canonical.lower(), canonical)
+    return names
+
+
+# (lookup key, canonical name) of the usual spellings of known headers, so that the parser and
+# lookups of a message skip the lower-casing and compact-form mapping for them.
+_NAMES = _known_spellings()
 
 
 def _split_list(value: str) -> list[str]:
     """Split on commas outside quoted strings and <...>; keeps empty items (callers decide)."""
+    if "," not in value:
+        return [value.strip(_SP_HT)]
     if '"' not in value and "<" not in value:
         return [item.strip(_SP_HT) for item in value.split(",")]
     items: list[str] = []
@@ -158,9 +176,19 @@ class Headers:
         for name, value in items:
             self.add(name, value)
 
+    @classmethod
+    def _parsed(cls, entries: list[tuple[str, str, str]]) -> Headers:
+        """Entries the parser already checked (token names, no CR or LF in values)."""
+        headers = cls()
+        headers._entries = entries
+        return headers
+
     def get(self, name: str) -> str | None:
         key = _key(name)
-        return next((v for k, _, v in self._entries if k == key), None)
+        for k, _, v in self._entries:
+            if k == key:
+                return v
+        return None
 
     def get_all(self, name: str) -> list[str]:
         key = _key(name)
@@ -214,10 +242,13 @@ class Headers:
     @staticmethod
     def _checked(name: str, value: str) -> tuple[str, str, str]:
         # Programming errors, not untrusted input: a CR/LF here would inject header lines.
-        if not _TOKEN_RE.fullmatch(name):
+        if name not in _NAMES and not _TOKEN_RE.fullmatch(name):
             raise ValueError(f"invalid header name {name!r}")
         if "\r" in value or "\n" in value:
             raise ValueError(f"header {name} value contains CR or LF")
+        known = _NAMES.get(name)
+        if known is not None:
+            return known[0], known[1], value
         canonical = _canonical(name)
         return canonical.lower(), canonical, value
 
@@ -273,27 +304,40 @@ def parse_header_section(head: bytes, limits: Limits = DEFAULT_LIMITS) -> tuple[
         text = head.decode("utf-8")
     except UnicodeDecodeError as exc:
         raise SipParseError(f"header section is not UTF-8 (byte {exc.start})") from None
-    lines = [line.removesuffix("\r") for line in text.split("\n")]
-    if any("\r" in line for line in lines):
-        raise SipParseError("stray CR in the header section")
-    fields: list[list[str]] = []
+    crlf = text.count("\r\n")
+    if crlf == text.count("\n") and crlf == text.count("\r"):
+        lines = text.split("\r\n")  # the usual case: every line ends with CRLF
+    else:
+        lines = [line.removesuffix("\r") for line in text.split("\n")]
+        if any("\r" in line for line in lines):
+            raise SipParseError("stray CR in the header section")
+    names: list[str] = []
+    values: list[str] = []
     for line in lines[1:]:
         if line[:1] in (" ", "\t"):
-            if not fields:
+            if not names:
                 raise SipParseError("continuation line before the first header")
             # RFC 3261 §7.3.1: a fold is equivalent to a single space.
-            if fields[-1][1]:
-                fields[-1][1] += " "
-            fields[-1][1] += line.strip(_SP_HT)
+            if values[-1]:
+                values[-1] += " "
+            values[-1] += line.strip(_SP_HT)
             continue
         name, colon, value = line.partition(":")
         name = name.rstrip(_SP_HT)
-        if not colon or not _TOKEN_RE.fullmatch(name):
+        if not colon or (name not in _NAMES and not _TOKEN_RE.fullmatch(name)):
             raise SipParseError(f"malformed header line {line[:40]!r}")
-        fields.append([name, value.strip(_SP_HT)])
-        if len(fields) > limits.max_headers:
+        names.append(name)
+        values.append(value.strip(_SP_HT))
+        if len(names) > limits.max_headers:
             raise SipParseError(f"more than {limits.max_headers} headers")
-    return lines[0], Headers((name, value) for name, value in fields)
+    entries: list[tuple[str, str, str]] = []
+    for name, value in zip(names, values, strict=True):
+        known = _NAMES.get(name)
+        if known is None:
+            canonical = _canonical(name)
+            known = canonical.lower(), canonical
+        entries.append((known[0], known[1], value))
+    return lines[0], Headers._parsed(entries)
 
 
 def content_length(headers: Headers, limits: Limits = DEFAULT_LIMITS) -> int | None:
@@ -343,26 +387,38 @@ def _parse_request_line(line: str) -> tuple[str, str]:
 
 
 def _check_headers(msg: Message) -> None:
-    headers = msg.headers
+    # One pass over the headers: the first value and the count of each header name.
+    first: dict[str, str] = {}
+    count: dict[str, int] = {}
+    vias: list[str] = []
+    for key, _, value in msg.headers._entries:
+        if key in count:
+            count[key] += 1
+        else:
+            first[key] = value
+            count[key] = 1
+        if key == "via":
+            vias.append(value)
     for name in _MANDATORY:
-        if name not in headers:
+        if name.lower() not in first:
             raise SipParseError(f"missing mandatory header {name}")
-    for name in _SINGLE_VALUED:
-        if len(headers.get_all(name)) > 1:
+    for name in _SINGLE_VALUED:  # none of them is a list header, so a value is an entry
+        if count.get(name.lower(), 0) > 1:
             raise SipParseError(f"more than one {name} header")
-    for name in ("From", "To"):
-        parse_name_addr(headers.get(name) or "")
+    parse_name_addr(first["from"])
+    parse_name_addr(first["to"])
     # Every item, empty ones included: "Via: a;;,;,," is malformed (RFC 4475 badinv01).
-    for via_line in (value for name, value in headers if name == "Via"):
+    for via_line in vias:
         for via in _split_list(via_line):
             parse_via(via)
-    for contact in headers.get_all("Contact"):
-        if contact != "*":
-            parse_name_addr(contact)
-    _, cseq_method = parse_cseq(headers.get("CSeq") or "")
+    if "contact" in first:
+        for contact in msg.headers.get_all("Contact"):
+            if contact != "*":
+                parse_name_addr(contact)
+    _, cseq_method = parse_cseq(first["cseq"])
     if isinstance(msg, Request) and cseq_method != msg.method:
         raise SipParseError(f"CSeq method {cseq_method} does not match {msg.method}")
-    max_forwards = headers.get("Max-Forwards")
+    max_forwards = first.get("max-forwards")
     if max_forwards is not None and _small_int(max_forwards, "Max-Forwards") > 255:
         raise SipParseError(f"Max-Forwards {max_forwards} exceeds 255")
 
@@ -380,13 +436,57 @@ def serialize_message(msg: Message) -> bytes:
         start = f"{msg.method} {msg.uri} SIP/2.0"
     else:
         start = f"SIP/2.0 {msg.status} {msg.reason}"
-    headers = msg.headers.copy()
-    headers.set("Content-Length", str(len(msg.body)))
-    lines = [start, *(f"{name}: {value}" for name, value in headers), "", ""]
+    # Headers.set("Content-Length", ...) on a copy, without the copy: the first one takes the
+    # new value in place, later ones go; none, and it goes last.
+    length = f"Content-Length: {len(msg.body)}"
+    lines = [start]
+    seen = False
+    for key, name, value in msg.headers._entries:
+        if key != "content-length":
+            lines.append(f"{name}: {value}")
+        elif not seen:
+            lines.append(length)
+            seen = True
+    if not seen:
+        lines.append(length)
+    lines += ("", "")
     return "\r\n".join(lines).encode("utf-8") + msg.body
 
 
 # --- header value grammar --------------------------------------------------------------------
+
+_Parsed = TypeVar("_Parsed")
+_MEMO_SIZE = 512
+
+
+def _memoized(
+    copy: Callable[[_Parsed], _Parsed],
+) -> Callable[[Callable[[str], _Parsed]], Callable[[str], _Parsed]]:
+    """Remember a header-value parser's recent results, keyed by the exact text.
+
+    One message asks for the same value several times: parse_message validates From, To,
+    Contact and Via, then the transaction layer and the registrar read them again. A hit costs
+    a dict lookup and ``copy`` (each caller gets its own object and params dict, so no caller
+    can change another's result); text that does not parse is not remembered and raises
+    every time. The table is emptied when full, which bounds it whatever the input.
+    """
+
+    def decorate(parse: Callable[[str], _Parsed]) -> Callable[[str], _Parsed]:
+        memo: dict[str, _Parsed] = {}
+
+        @functools.wraps(parse)
+        def parse_memoized(text: str) -> _Parsed:
+            found = memo.get(text)
+            if found is None:
+                found = parse(text)
+                if len(memo) >= _MEMO_SIZE:
+                    memo.clear()
+                memo[text] = found
+            return copy(found)
+
+        return parse_memoized
+
+    return decorate
 
 
 def _unquote(quoted: str) -> str:
@@ -479,6 +579,7 @@ class SipUri:
         return f"{self.scheme}:{userinfo}{hostport}{_format_params(self.params)}{hdrs}"
 
 
+@_memoized(lambda u: SipUri(u.scheme, u.user, u.host, u.port, dict(u.params), u.headers))
 def parse_uri(text: str) -> SipUri:
     scheme, colon, rest = text.partition(":")
     if not colon or scheme.lower() not in ("sip", "sips"):
@@ -522,6 +623,7 @@ _DISPLAY_RE = re.compile(rf"[ \t]*(?:({_QUOTED})|({_TOKEN}(?:[ \t]+{_TOKEN})*))?
 _ADDR_SPEC_END_RE = re.compile(r"[^\s;]*")
 
 
+@_memoized(lambda n: NameAddr(n.display, n.uri, dict(n.params)))
 def parse_name_addr(text: str) -> NameAddr:
     head = _DISPLAY_RE.match(text)
     if head is not None:
@@ -580,6 +682,7 @@ _VIA_RE = re.compile(
 )
 
 
+@_memoized(lambda v: Via(v.transport, v.host, v.port, dict(v.params)))
 def parse_via(text: str) -> Via:
     """One via-parm (a single comma-separated item of a Via header)."""
     found = _VIA_RE.match(text)
@@ -665,16 +768,16 @@ def new_call_id(host: str) -> str:
     return f"{secrets.token_hex(12)}@{host}"
 
 
+_COPIED = frozenset(("via", "from", "to", "call-id", "cseq"))
+
+
 def response_to(
     request: Request, status: int, reason: str | None = None, *, tag: str | None = None
 ) -> Response:
     """RFC 3261 §8.2.6.2: a response carrying the request's Via, From, To, Call-ID, CSeq;
     ``tag`` is the To tag to add (default: a random one), for a core with its own randomness."""
-    headers = Headers(
-        (name, value)
-        for name, value in request.headers
-        if name in ("Via", "From", "To", "Call-ID", "CSeq")
-    )
+    # The request's entries were checked when it was parsed or built: copied as they are.
+    headers = Headers._parsed([e for e in request.headers._entries if e[0] in _COPIED])
     to = request.headers.get("To")
     if to is not None and status > 100 and parse_name_addr(to).tag is None:
         headers.set("To", f"{to};tag={tag or new_tag()}")

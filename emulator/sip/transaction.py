@@ -164,8 +164,14 @@ def _classify(status: int) -> _In | None:
 
 
 class _Transaction:
-    """State, timers and queues shared by both roles; subclasses supply the table."""
+    """State, timers and queues shared by both roles; subclasses supply the table.
 
+    A registrar keeps every UDP server transaction for Timer J (32 s): at thousands of
+    REGISTERs a second that is a few hundred thousand of them, each one walked by every full
+    garbage collection. Hence the slots, and the event queue made only when an event comes.
+    """
+
+    __slots__ = ("_config", "_deadlines", "_events", "_outgoing", "_reliable", "state")
     _table: dict[TxState, dict[_In, TxState]]
 
     def __init__(self, reliable: bool, timers: TimerConfig) -> None:
@@ -174,7 +180,7 @@ class _Transaction:
         self._config = timers
         self._deadlines: dict[_In, float] = {}
         self._outgoing: list[bytes] = []
-        self._events: deque[TransactionEvent] = deque()
+        self._events: deque[TransactionEvent] | None = None
 
     def pop_outgoing(self) -> list[bytes]:
         out, self._outgoing = self._outgoing, []
@@ -185,6 +191,11 @@ class _Transaction:
 
     def next_event(self) -> TransactionEvent | None:
         return self._events.popleft() if self._events else None
+
+    def _announce(self, event: TransactionEvent) -> None:
+        if self._events is None:
+            self._events = deque()
+        self._events.append(event)
 
     def handle_timer(self, now: float) -> None:
         due = sorted(((w, t) for t, w in self._deadlines.items() if w <= now), key=_by_time)
@@ -206,11 +217,11 @@ class _Transaction:
         if target is None:
             return False
         if announce is not None:
-            self._events.append(announce)
+            self._announce(announce)
         self.state = target
         if target is TxState.TERMINATED:
             self._deadlines.clear()
-            self._events.append(TransactionTerminated())
+            self._announce(TransactionTerminated())
         return True
 
     def _start_wait(self, timer: _In, delay: float, now: float) -> None:
@@ -222,6 +233,7 @@ class _Transaction:
 
 
 class ClientTransaction(_Transaction):
+    __slots__ = ("_interval", "_wire", "key")
     _table = CLIENT_TRANSITIONS
 
     def __init__(
@@ -276,6 +288,7 @@ class ClientTransaction(_Transaction):
 
 
 class ServerTransaction(_Transaction):
+    __slots__ = ("_last_response", "key")
     _table = SERVER_TRANSITIONS
 
     def __init__(
@@ -285,8 +298,10 @@ class ServerTransaction(_Transaction):
         reliable: bool,
         now: float,
         timers: TimerConfig = TimerConfig(),  # frozen, so sharing is safe
+        key: tuple[str, str, str] | None = None,
     ) -> None:
-        key = server_key(request)
+        """``key``: the request's ``server_key``, when the caller has already computed it."""
+        key = key or server_key(request)
         if key is None:
             raise ValueError("the request needs a top Via with a branch parameter")
         super().__init__(reliable, timers)

@@ -44,6 +44,10 @@ _ICMP_REASONS = {
     errno.EHOSTUNREACH: "ICMP host unreachable",
     errno.ENETUNREACH: "ICMP network unreachable",
 }
+# Asked for on every UDP socket (the kernel caps it at net.core.rmem_max). At the default
+# (~200 KB, some 150 REGISTERs) a burst or a short stall of the loop overflows the socket, and
+# each datagram dropped costs its client a 500 ms retransmission and the server the work twice.
+UDP_RECEIVE_BUFFER = 4 * 1024 * 1024
 
 
 @dataclass(frozen=True, slots=True)
@@ -277,9 +281,13 @@ class SipTransport:
         """Start a listener; returns the bound address. OSError propagates to the caller."""
         loop = asyncio.get_running_loop()
         if transport == "udp":
-            _, proto = await loop.create_datagram_endpoint(
+            udp, proto = await loop.create_datagram_endpoint(
                 lambda: _DatagramProtocol(self), local_addr=(host, port)
             )
+            with contextlib.suppress(OSError):
+                udp.get_extra_info("socket").setsockopt(
+                    socket.SOL_SOCKET, socket.SO_RCVBUF, UDP_RECEIVE_BUFFER
+                )
             self._datagrams[proto.local] = proto
             return proto.local
         if transport == "tls" and ssl_context is None:

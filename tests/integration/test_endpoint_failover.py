@@ -207,12 +207,27 @@ def test_endpoint_answers_the_registrars_digest_challenge(
         endpoints=lambda p: endpoint(p, expires=60, username="1001", password="secret"),
     )
     assert lab.endpoint()["state"] == "Registered"
-    challenged = [e for e in lab.events(0) if e["kind"] == "register.answered" and e["code"] == 401]
-    assert challenged, "the registrar should have challenged the first REGISTER"
+    # Each component writes its events on its own clock: wait for the peer's, not just read.
+    lab.until(
+        lambda e: e["kind"] == "register.answered" and e["code"] == 401,
+        since=0,
+        timeout=5,
+        what="the registrar's challenge of the first REGISTER",
+    )
 
     seq = lab.seq()
     lab.op(AOR, "set", password="wrong")
     failed = lab.until(kind("registration.state", state="Failed"), since=seq, timeout=10)
     assert "401" in failed["reason"] or "403" in failed["reason"]
-    answered = [e for e in lab.events(seq) if e["kind"] == "register.answered" and e["code"] != 200]
+    refused = lab.until(
+        lambda e: e["kind"] == "register.answered" and e["code"] in (401, 403),
+        since=seq,
+        timeout=5,
+        what="the registrar refusing the wrong password",
+    )
+    answered = [
+        e
+        for e in lab.events(refused["seq"])
+        if e["kind"] == "register.answered" and e["code"] != 200
+    ]
     assert len(answered) <= 4, answered  # a challenge or two, never a storm
