@@ -325,6 +325,8 @@ async def test_nsupdate_without_a_key_in_an_open_zone(start_dns: StartDns, trans
     removed = await nsupdate([*server, f"update delete {CLUSTER} A {PEERS[0]}", "send"], *flags)
     assert removed.returncode == 0, removed.stderr
     assert (await kdig(address, CLUSTER, "A")).rdata("ANSWER", "A") == [PEERS[1]]
+    # Events are written in batches: wait for the second change rather than read at once.
+    await process.wait_for("dns.change", removed=[f"{CLUSTER}. 60 IN A {PEERS[0]}"])
     changes = [e for e in process.events if e["kind"] == "dns.change"]
     assert [c["op"] for c in changes] == ["update", "update"]
     assert changes[1]["removed"] == [f"{CLUSTER}. 60 IN A {PEERS[0]}"]
