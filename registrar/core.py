@@ -99,6 +99,7 @@ class RegistrarCore:
             DigestVerifier(config.auth, config.realm, rng) if config.auth is not None else None
         )
         self._full = False
+        self._date: tuple[int, str] = (0, "")  # the Date header of the current second
         self._outgoing: list[tuple[Flow, bytes]] = []
         self._transactions: dict[tuple[str, str, str], tuple[ServerTransaction, Flow]] = {}
         self._tx_deadlines: Deadlines[tuple[str, str, str]] = Deadlines()
@@ -293,7 +294,7 @@ class RegistrarCore:
         if outbound:
             response.headers.add("Require", "outbound")
             response.headers.add("Flow-Timer", str(self.config.flow_timer))
-        response.headers.add("Date", _http_date(int(self._wall_clock())))
+        response.headers.add("Date", self._http_date())
         return response
 
     def _apply(
@@ -379,6 +380,13 @@ class RegistrarCore:
             self._events.emit(
                 Kind.CAPACITY, on=full, registrations=self.bindings.aors, capacity=capacity
             )
+
+    def _http_date(self) -> str:
+        # formatdate costs a few microseconds; one REGISTER after another asks for the same second.
+        second = int(self._wall_clock())
+        if self._date[0] != second:
+            self._date = (second, formatdate(second, usegmt=True))
+        return self._date[1]
 
     def _warning(self, code: int, text: str) -> str:
         return f'{code} {self.config.address} "{text}"'
@@ -518,17 +526,6 @@ def _parse_expires(text: str) -> int:
 def _sampled(sample: int) -> dict[str, Any]:
     """The ``sample`` field of an event that stands for ``sample`` happenings (eventrate.py)."""
     return {"sample": sample} if sample > 1 else {}
-
-
-_date_cache: tuple[int, str] = (0, "")
-
-
-def _http_date(second: int) -> str:
-    # formatdate costs a few microseconds; one REGISTER after another asks for the same second.
-    global _date_cache
-    if _date_cache[0] != second:
-        _date_cache = (second, formatdate(second, usegmt=True))
-    return _date_cache[1]
 
 
 def _aor_or_raw(request: Request) -> str:
