@@ -740,7 +740,6 @@ def scenario_failover(
     """
     from emulator.lab.scenario import (
         ScenarioError,
-        ScenarioUnavailable,
         experiment_lab,
         run_experiment,
     )
@@ -750,7 +749,7 @@ def scenario_failover(
     if running is None:
         try:
             lab = experiment_lab(_load(lab_file), option, endpoints)
-        except ScenarioUnavailable as exc:
+        except ValueError as exc:
             _fail(str(exc))
         click.echo(
             f"{fault} x{runs} on lab {lab.name!r} ({lab.endpoint_count()} endpoint(s))", err=True

@@ -10,11 +10,13 @@ maintenance ``on=false``) starts a run that lasts until the next fault.
 
 **Per run and endpoint** (an endpoint is an AOR). An endpoint is *affected* when its last
 ``registration.state`` before the run started was ``Registered`` with a registrar on the
-faulted peer (peers are named by their ``ready`` event's address). All times are seconds after
-the ``fault.applied`` event:
+faulted peer (peers are named by their ``ready`` event's address); with Outbound On (RFC 5626),
+when one of its flows was (``registration.flow``, :class:`LiveRegistrations`). All times are
+seconds after the ``fault.applied`` event:
 
-* detection: the endpoint's first ``Failed`` in the run;
-* recovery: its first ``Registered`` on another peer in the run;
+* detection: the endpoint's first ``Failed`` in the run (Outbound: its flow to the target's);
+* recovery: its first ``Registered`` on another peer in the run (Outbound: 0 when another flow
+  was already registered elsewhere);
 * gap: how long no live binding existed for it anywhere. For kill, stop, pause and partition
   the old binding is unusable from the fault on, so the gap is the recovery time. For
   maintenance and impairment (and any other fault) the old peer keeps the binding, and routes
@@ -338,12 +340,43 @@ def registrar_host(registrar: Any) -> str | None:
     return host.strip("[]")
 
 
+class LiveRegistrations:
+    """Which registrars hold each AOR's live registration, followed event by event.
+
+    Without Outbound an endpoint is registered with at most one registrar: the one its last
+    ``registration.state`` names if that is ``Registered``. With Outbound On (RFC 5626; its
+    events carry a ``reg_id``) each flow registers on its own, and its overall state stays
+    ``Registered`` while any flow is: the registrars are those of its registered
+    ``registration.flow``s, first flow first."""
+
+    def __init__(self) -> None:
+        self._flows: dict[str, dict[Any, str]] = defaultdict(dict)
+
+    def apply(self, event: Mapping[str, Any]) -> tuple[str, ...] | None:
+        """The hosts holding ``event``'s AOR after it; None if it changes nothing here."""
+        kind, aor, state = event.get("kind"), event.get("aor"), event.get("state")
+        if not isinstance(aor, str) or not isinstance(state, str):
+            return None
+        host = registrar_host(event.get("registrar")) if state == "Registered" else None
+        if kind == Kind.REGISTRATION_STATE and event.get("reg_id") is None:
+            return (host,) if host else ()
+        if kind != Kind.REGISTRATION_FLOW:
+            return None  # an Outbound endpoint's overall state: its flows tell more
+        flows = self._flows[aor]
+        if host:
+            flows[event.get("reg_id")] = host
+        else:
+            flows.pop(event.get("reg_id"), None)
+        return tuple(dict.fromkeys(flows[reg_id] for reg_id in sorted(flows, key=str)))
+
+
 @dataclass(frozen=True, slots=True)
 class _State:
     t: float
     state: str | None  # None: a refresh (the binding's life restarts)
-    host: str | None
+    hosts: tuple[str, ...]  # registrars holding a live registration after this
     expires: float | None
+    where: str | None = None  # an Outbound flow's registrar, for its Failed
 
 
 @dataclass(slots=True)
@@ -356,6 +389,7 @@ def _registration_history(events: Sequence[Mapping[str, Any]]) -> dict[str, _End
     """Each AOR's registration states and refreshes, in time order."""
     endpoints: dict[str, _Endpoint] = {}
     refreshes: dict[str, list[_State]] = defaultdict(list)
+    live = LiveRegistrations()
     for event in events:
         aor = event.get("aor")
         if not isinstance(aor, str):
@@ -364,16 +398,18 @@ def _registration_history(events: Sequence[Mapping[str, Any]]) -> dict[str, _End
         expires = event.get("expires")
         expires = float(expires) if isinstance(expires, int | float) else None
         t = float(event["t"])
-        if kind == Kind.REGISTRATION_STATE and isinstance(event.get("state"), str):
-            registered = event["state"] == "Registered"
-            host = registrar_host(event.get("registrar")) if registered else None
-            endpoint = endpoints.setdefault(aor, _Endpoint(str(event.get("component"))))
-            endpoint.states.extend(refreshes.pop(aor, ()))
-            endpoint.states.append(_State(t, event["state"], host, expires))
-        elif kind == Kind.REGISTRATION_REFRESHED:
+        if kind == Kind.REGISTRATION_REFRESHED:
             (endpoints[aor].states if aor in endpoints else refreshes[aor]).append(
-                _State(t, None, None, expires)
+                _State(t, None, (), expires)
             )
+            continue
+        hosts = live.apply(event)
+        if hosts is None:
+            continue
+        endpoint = endpoints.setdefault(aor, _Endpoint(str(event.get("component"))))
+        endpoint.states.extend(refreshes.pop(aor, ()))
+        where = registrar_host(event.get("registrar")) if kind == Kind.REGISTRATION_FLOW else None
+        endpoint.states.append(_State(t, event["state"], hosts, expires, where))
     return endpoints
 
 
@@ -518,12 +554,11 @@ def _record(
     before = [s for s in endpoint.states if s.t <= window.started_at]
     last = next((s for s in reversed(before) if s.state is not None), None)
     peer_of = {address: name for name, address in peers.items()}
-    if last is None or last.state != "Registered" or last.host is None:
+    if last is None or not last.hosts:
         return EndpointRecord(run, aor, endpoint.component, affected=False)
-    if target_host is None or last.host != target_host:
-        return EndpointRecord(
-            run, aor, endpoint.component, False, peer_of.get(last.host, last.host)
-        )
+    if target_host is None or target_host not in last.hosts:
+        first = last.hosts[0]
+        return EndpointRecord(run, aor, endpoint.component, False, peer_of.get(first, first))
     # The binding's life restarts at each refresh after the registration.
     bound = [s for s in before if s.t >= last.t and s.expires is not None] or [last]
     expiry_at = bound[-1].t + bound[-1].expires if bound[-1].expires is not None else None
@@ -532,10 +567,13 @@ def _record(
         for s in endpoint.states
         if s.t > window.started_at and (window.end_at is None or s.t <= window.end_at)
     ]
-    failed = next((s for s in after if s.state == "Failed"), None)
-    moved = next(
-        (s for s in after if s.state == "Registered" and s.host and s.host != target_host), None
+    # Without Outbound any Failed is the endpoint's; with it, only its flow to the target's.
+    failed = next(
+        (s for s in after if s.state == "Failed" and s.where in (None, target_host)), None
     )
+    # With Outbound On the endpoint may already be registered elsewhere when the fault comes.
+    moved = next((s for s in [last, *after] if set(s.hosts) - {target_host}), None)
+    elsewhere = next((h for h in moved.hosts if h != target_host), None) if moved else None
     since = lambda t: max(0.0, t - window.fault_at)  # noqa: E731
     recovery = since(moved.t) if moved else None
     expiry = None
@@ -554,7 +592,7 @@ def _record(
         detection=since(failed.t) if failed else None,
         recovery=recovery,
         gap=gap,
-        recovered_to=peer_of.get(moved.host, moved.host) if moved and moved.host else None,
+        recovered_to=peer_of.get(elsewhere, elsewhere) if elsewhere else None,
         expiry=expiry,
     )
 

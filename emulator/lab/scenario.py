@@ -25,10 +25,8 @@ from emulator.lab.model import EndpointSpec, LabConfig
 from emulator.lab.report import RESTORE_OF, Report, build_report, registrar_host
 
 OPTIONS = ("srv", "rr", "static", "outbound")
-_NOT_YET = {
-    "static": "needs the endpoint issue's static proxies",
-    "outbound": "needs the endpoint issue's RFC 5626 outbound",
-}
+# RoomOS has four proxy settings (Proxy[1..4] Address).
+MAX_PROXIES = 4
 
 
 class ScenarioLab(Protocol):
@@ -58,10 +56,6 @@ class ScenarioLab(Protocol):
     def next_seq(self) -> int: ...
 
 
-class ScenarioUnavailable(Exception):
-    """The experiment asked for cannot be run by this lab yet."""
-
-
 class ScenarioError(Exception):
     """The lab did not reach the state a run needs; ``str()`` says which run and what."""
 
@@ -78,8 +72,6 @@ async def run_failover(
     progress: Callable[[int, int], None] | None = None,
 ) -> Report:
     """Run the failover experiment ``runs`` times and return its report."""
-    if option in _NOT_YET:
-        raise ScenarioUnavailable(f"option {option!r} is not available yet: {_NOT_YET[option]}")
     if option not in OPTIONS:
         raise ValueError(f"unknown option {option!r}; options are: {', '.join(OPTIONS)}")
     if fault not in RESTORE_OF:
@@ -100,9 +92,7 @@ async def run_failover(
         }
         await lab.mark(phase="start", **marker)
         await lab.apply(fault, peer, **(fault_args or {}))
-        affected = {
-            e["name"] for e in status["endpoints"] if registrar_host(e.get("registrar")) == address
-        }
+        affected = {e["name"] for e in status["endpoints"] if address in _hosts(e)}
         # On timeout the run simply ends: the report counts who did not move.
         with contextlib.suppress(TimeoutError):
             await _await_status(
@@ -176,20 +166,37 @@ async def _await_status(
 
 
 def _is_registration(event: dict[str, Any]) -> bool:
-    return event.get("kind") == Kind.REGISTRATION_STATE
+    # With Outbound On a flow can move while the endpoint's overall state stays Registered.
+    return event.get("kind") in (Kind.REGISTRATION_STATE, Kind.REGISTRATION_FLOW)
+
+
+def _hosts(endpoint: dict[str, Any]) -> set[str]:
+    """The IPs of the registrars holding a live registration of ``endpoint`` (a status entry;
+    with Outbound On one per registered flow)."""
+    registrars = endpoint.get("registrars")
+    if registrars is None:
+        registrars = [endpoint.get("registrar")]
+    return {host for r in registrars if (host := registrar_host(r)) is not None}
 
 
 def _every_registered(status: dict[str, Any]) -> bool:
-    return all(e.get("state") == "Registered" for e in status["endpoints"])
+    """Every endpoint Registered, with each of its Outbound flows (a run that began while a
+    flow was still coming back would fault the one peer holding the endpoint)."""
+    return all(
+        e.get("state") == "Registered"
+        and all(f.get("state") == "Registered" for f in e.get("flows") or ())
+        for e in status["endpoints"]
+    )
 
 
 def _moved(status: dict[str, Any], names: set[str], address: str) -> bool:
-    """Every endpoint in ``names`` is Registered with a registrar other than ``address``."""
-    return all(
-        e.get("state") == "Registered" and registrar_host(e.get("registrar")) not in (None, address)
-        for e in status["endpoints"]
-        if e["name"] in names
-    )
+    """Every endpoint in ``names`` is Registered, elsewhere than ``address`` only."""
+    for e in status["endpoints"]:
+        if e["name"] in names:
+            hosts = _hosts(e)
+            if e.get("state") != "Registered" or not hosts or address in hosts:
+                return False
+    return True
 
 
 def _busiest_peer(status: dict[str, Any]) -> str:
@@ -218,13 +225,23 @@ def _peer_state(status: dict[str, Any], peer: str) -> str | None:
 
 
 def experiment_lab(base: LabConfig, option: str, endpoints: int | None) -> LabConfig:
-    """The lab an experiment runs on: ``base`` with its endpoints pointed the option's way
-    (srv: the domain, so RFC 3263 SRV; rr: the round-robin cluster name), ``endpoints`` of them
-    when given (URIs 1001@domain and up)."""
-    if option in _NOT_YET:
-        raise ScenarioUnavailable(f"option {option!r} is not available yet: {_NOT_YET[option]}")
-    proxy = base.domain if option == "srv" else f"{base.dns.cluster_name}.{base.domain}"
+    """The lab an experiment runs on: ``base`` with its endpoints pointed the option's way,
+    ``endpoints`` of them when given (URIs 1001@domain and up).
+
+    srv: the domain (RFC 3263 SRV); rr: the round-robin cluster name; static: the peers'
+    addresses as Proxy[1..4] with Outbound Off (RoomOS then uses Proxy 1 only: the experiment
+    shows that it does not fail over); outbound: the same proxies with Outbound On (RFC 5626,
+    one flow per proxy, all registered at once)."""
+    if option not in OPTIONS:
+        raise ValueError(f"unknown option {option!r}; options are: {', '.join(OPTIONS)}")
     template = base.endpoints[0] if base.endpoints else EndpointSpec(uri=f"1001@{base.domain}")
+    if option == "srv":
+        proxies = {"proxy": base.domain, "proxy2": None, "proxy3": None, "proxy4": None}
+    elif option == "rr":
+        proxies = {"proxy": f"{base.dns.cluster_name}.{base.domain}"}
+        proxies |= {"proxy2": None, "proxy3": None, "proxy4": None}
+    else:
+        proxies = _static_proxies(base, template.transport)
     count = endpoints if endpoints is not None else max(1, base.endpoint_count())
     # One endpoint keeps its own process and name; more are one group, URIs 1001@domain up.
     group = template.model_copy(
@@ -235,12 +252,27 @@ def experiment_lab(base: LabConfig, option: str, endpoints: int | None) -> LabCo
             "name": None,
             "hosts": None,
             "address": None,
-            "proxy": proxy,
+            "outbound": option == "outbound",
+            **proxies,
         }
     )
     data = base.model_dump(mode="json")
     data["endpoints"] = [group.model_dump(mode="json", exclude_none=True)]
     return LabConfig.model_validate(data)
+
+
+def _static_proxies(base: LabConfig, transport: str) -> dict[str, str | None]:
+    """Proxy[1..4]: the first four peers by address (and port, where not the default)."""
+    if not base.peers:
+        raise ValueError("the static and outbound options need at least one peer in the lab")
+    addresses = []
+    for peer in base.peers[:MAX_PROXIES]:
+        port = {"udp": peer.udp_port, "tcp": peer.tcp_port, "tls": peer.tls_port}.get(transport)
+        default = 5061 if transport == "tls" else 5060
+        host = f"[{peer.address}]" if peer.address.version == 6 else str(peer.address)
+        addresses.append(host if port in (None, default) else f"{host}:{port}")
+    names = ("proxy", "proxy2", "proxy3", "proxy4")
+    return {name: addresses[i] if i < len(addresses) else None for i, name in enumerate(names)}
 
 
 async def run_experiment(

@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from emulator.kinds import Kind
-from emulator.lab.report import Report, peer_addresses, registrar_host
+from emulator.lab.report import LiveRegistrations, Report, peer_addresses
 
 if TYPE_CHECKING:
     from matplotlib.axes import Axes
@@ -75,6 +75,7 @@ def build_timeline(events: Sequence[Mapping[str, Any]]) -> Timeline:
     failures: dict[str, list[float]] = defaultdict(list)
     faults: list[tuple[float, str, bool]] = []
     aors_of: dict[str, set[str]] = defaultdict(set)
+    live = LiveRegistrations()
     for event in ordered:
         t, component, kind = float(event["t"]), str(event.get("component")), event.get("kind")
         if kind == Kind.FAULT_APPLIED:
@@ -87,12 +88,12 @@ def build_timeline(events: Sequence[Mapping[str, Any]]) -> Timeline:
             state = _peer_event_state(event)
             if state is not None:
                 peer_lanes.set(component, t, state)
-        if kind == Kind.REGISTRATION_STATE and isinstance(event.get("aor"), str):
+        hosts = live.apply(event)
+        if hosts is not None:
             aor = event["aor"]
             aors_of[component].add(aor)
-            host = registrar_host(event.get("registrar"))
-            registered = event.get("state") == "Registered" and host is not None
-            reg_lanes.set(aor, t, peer_of.get(host, host) if registered and host else None)
+            # With Outbound On the bar shows the first flow still registered.
+            reg_lanes.set(aor, t, peer_of.get(hosts[0], hosts[0]) if hosts else None)
             if event.get("state") == "Failed":
                 failures[aor].append(t)
         elif kind == Kind.PROCESS_EXITED:

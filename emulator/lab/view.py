@@ -125,6 +125,19 @@ class EndpointStatus:
     transport: str | None = None
     pid: int | None = None
     since: float | None = None
+    # Outbound On (RFC 5626): each flow's state and, while registered, its registrar, by reg-id.
+    flows: dict[int, tuple[str, str | None]] = field(default_factory=dict)
+
+    @property
+    def registrars(self) -> list[str]:
+        """Every registrar that holds a live registration of this endpoint (with Outbound On,
+        one per registered flow; else at most one)."""
+        if self.state != "Registered":
+            return []
+        if self.flows:
+            live = (self.flows[reg_id][1] for reg_id in sorted(self.flows))
+            return list(dict.fromkeys(r for r in live if r is not None))
+        return [self.registrar] if self.registrar else []
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -135,6 +148,11 @@ class EndpointStatus:
             "state": self.state,
             "reason": self.reason,
             "registrar": self.registrar,
+            "registrars": self.registrars,
+            "flows": [
+                {"reg_id": reg_id, "state": state, "registrar": registrar}
+                for reg_id, (state, registrar) in sorted(self.flows.items())
+            ],
             "transport": self.transport,
             "pid": self.pid,
             "since": self.since,
@@ -156,11 +174,25 @@ class EndpointStatus:
             registered = self.state == "Registered"
             self.registrar = event.get("registrar") if registered else None
             self.transport = event.get("transport") if registered else None
+            self._follow_flows()
+        elif kind == Kind.REGISTRATION_FLOW:
+            # The overall state stays Registered while one flow lives: which registrars hold
+            # the endpoint is only in its flows' events.
+            state, registrar = str(event.get("state")), event.get("registrar")
+            live = state == "Registered" and isinstance(registrar, str)
+            self.flows[event.get("reg_id")] = (state, registrar if live else None)
+            self._follow_flows()
         elif kind in (Kind.PROCESS_EXITED, Kind.COMPONENT_LEFT):
             self.state, self.pid = "Inactive", None
             self.reason = "process exited" if kind == Kind.PROCESS_EXITED else "left the lab"
             self.registrar = self.transport = None
+            self.flows.clear()
             self.since = event.t
+
+    def _follow_flows(self) -> None:
+        """Outbound On: the registrar shown is the first registered flow's."""
+        if self.flows and (registrars := self.registrars):
+            self.registrar = registrars[0]
 
 
 _HOST_WIDE = frozenset({Kind.PROCESS_STARTED, Kind.PROCESS_EXITED, Kind.COMPONENT_LEFT})
@@ -232,7 +264,7 @@ class LabView:
             if event.kind in _HOST_WIDE:
                 for endpoint in self.hosts[name]:
                     self._apply(endpoint, event)
-            elif event.kind == Kind.REGISTRATION_STATE:
+            elif event.kind in (Kind.REGISTRATION_STATE, Kind.REGISTRATION_FLOW):
                 endpoint = self.endpoints.get(str(event.get("aor")))
                 if endpoint is not None and endpoint.host == name:
                     self._apply(endpoint, event)

@@ -7,6 +7,7 @@ import os
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any, cast
 
 import pytest
 import yaml
@@ -78,11 +79,51 @@ def test_failover_scenario_writes_a_report_and_a_timeline(tmp_path: Path) -> Non
     assert not list(state.glob("*/lab.json"))  # the experiment's lab was stopped
 
 
-def test_scenario_options_not_built_yet_say_so(tmp_path: Path) -> None:
-    result = siplab(tmp_path, "scenario", "failover", "--option", "outbound")
-    assert result.returncode != 0
-    assert "not available yet" in result.stderr
-    assert "Traceback" not in result.stderr
+def _experiment(tmp_path: Path, option: str, runs: int, timeout: float) -> dict[str, Any]:
+    """Run ``siplab scenario failover --option OPTION --fault kill`` on a fresh lab of two
+    endpoints that retry within seconds; the report as JSON."""
+    lab = fresh_lab_dict()
+    prefix = lab["dns"]["address"].rsplit(".", 1)[0]
+    lab["endpoint_base_address"] = f"{prefix}.101"
+    lab["endpoints"] = [{"uri": "1001@uctest.local", "retry_base": 1, "retry_max": 2}]
+    lab_file = tmp_path / "lab.yaml"
+    lab_file.write_text(yaml.safe_dump(lab))
+    out = tmp_path / "out"
+    result = siplab(
+        tmp_path / "state", "scenario", "failover", "--lab", str(lab_file),
+        "--option", option, "--fault", "kill", "--runs", str(runs), "--endpoints", "2",
+        "--timeout", str(timeout), "--out", str(out),
+    )  # fmt: skip
+    assert result.returncode == 0, result.stdout + result.stderr
+    return cast(dict[str, Any], json.loads((out / "report.json").read_text()))
+
+
+def test_outbound_endpoints_lose_no_registration_when_a_peer_is_killed(tmp_path: Path) -> None:
+    report = _experiment(tmp_path, "outbound", runs=2, timeout=30)
+    assert [run["option"] for run in report["runs"]] == ["outbound", "outbound"]
+    records = report["records"]
+    # Each endpoint has a flow on each peer, so every endpoint is affected in every run...
+    assert len(records) == 4
+    assert all(r["affected"] for r in records)
+    for record in records:
+        # ...notices the loss of its flow, and was registered on the other peer all along.
+        assert record["detection"] is not None
+        assert record["detection"] >= 0
+        assert (record["recovery"], record["gap"]) == (0, 0)
+        assert record["recovered_to"] != record["peer"]
+
+
+def test_static_proxies_without_outbound_do_not_fail_over(tmp_path: Path) -> None:
+    report = _experiment(tmp_path, "static", runs=1, timeout=5)
+    (run,) = report["runs"]
+    assert run["target"] == "exp1"  # Proxy 1: every endpoint registers there and only there
+    records = report["records"]
+    assert len(records) == 2
+    assert all(r["affected"] for r in records)
+    for record in records:
+        assert record["detection"] is not None  # it notices, and has nowhere to go
+        assert (record["recovery"], record["gap"], record["recovered_to"]) == (None, None, None)
+    assert report["summary"]["recovery"]["count"] == 0
 
 
 def test_report_of_a_missing_file_is_one_line(tmp_path: Path) -> None:

@@ -149,6 +149,27 @@ def test_the_view_keys_endpoints_by_aor_and_counts_them() -> None:
     assert not view.settled()
 
 
+def test_the_view_follows_outbound_flows_while_the_endpoint_stays_registered() -> None:
+    view = LabView.of(lab({"uri": "1001@uctest.local", "outbound": True, "proxy2": "127.0.0.12"}))
+    (endpoint,) = view.endpoints.values()
+
+    def flow(t: float, reg_id: int, state: str, registrar: str) -> None:
+        fields = {"aor": endpoint.uri, "reg_id": reg_id, "state": state, "registrar": registrar}
+        view.apply(Event(t, endpoint.host, "registration.flow", fields))
+
+    flow(1.0, 1, "Registered", "127.0.0.11:5060")
+    overall = {"aor": endpoint.uri, "reg_id": 1, "state": "Registered", "reason": ""}
+    view.apply(Event(1.0, endpoint.host, "registration.state", overall | {"registrar": "x"}))
+    flow(1.1, 2, "Registering", "127.0.0.12:5060")
+    assert (endpoint.registrar, endpoint.registrars) == ("127.0.0.11:5060", ["127.0.0.11:5060"])
+    flow(1.2, 2, "Registered", "127.0.0.12:5060")
+    assert endpoint.registrars == ["127.0.0.11:5060", "127.0.0.12:5060"]
+    flow(5.0, 1, "Failed", "127.0.0.11:5060")  # its overall state stays Registered
+    assert (endpoint.state, endpoint.registrar) == ("Registered", "127.0.0.12:5060")
+    assert [f["state"] for f in endpoint.to_dict()["flows"]] == ["Failed", "Registered"]
+    assert view.endpoint_counts()["by_registrar"] == {"127.0.0.12:5060": 1}
+
+
 def _host_stream(events: list[dict[str, Any]]) -> list[dict[str, Any]]:
     """The seed's events as one endpoint of a host emits them, each followed by the same event
     from two other endpoints of the host."""

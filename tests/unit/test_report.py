@@ -206,6 +206,57 @@ def test_timeline_intervals() -> None:
     ]
 
 
+def flow(t: float, aor: str, reg_id: int, state: str, peer: str) -> dict[str, Any]:
+    """An Outbound flow's state; its registrar is named whatever the state, as the endpoint
+    names its target."""
+    registrar = f"{ADDRESS[peer]}:5060"
+    return ev(t, aor, "registration.flow", aor=aor, reg_id=reg_id, state=state, registrar=registrar)
+
+
+def outbound_kill_events() -> list[dict[str, Any]]:
+    """o@x has flow 1 on exp1 and flow 2 on exp2; s@x, without Outbound, is on exp1."""
+    overall = ev(1.1, "o@x", "registration.state", aor="o@x", state="Registered", reg_id=1)
+    return [
+        *lab_start(),
+        flow(1.0, "o@x", 1, "Registered", "exp1"),
+        {**overall, "registrar": f"{EXP1}:5060"},
+        flow(1.2, "o@x", 2, "Registered", "exp2"),
+        reg(1.0, "s@x", "Registered", "exp1", 60),
+        fault(10.0, "kill", "exp1"),
+        flow(10.25, "o@x", 1, "Failed", "exp1"),
+        reg(10.5, "s@x", "Failed"),
+        flow(11.0, "o@x", 1, "Registering", "exp1"),
+        reg(12.0, "s@x", "Registered", "exp2", 60),
+        fault(20.0, "start", "exp1"),
+        flow(21.0, "o@x", 1, "Registered", "exp1"),
+    ]
+
+
+def test_outbound_endpoint_keeps_a_registration_through_the_kill() -> None:
+    (run,) = build_report(outbound_kill_events()).runs
+    o, s = run.records
+    assert (o.aor, o.affected, o.peer) == ("o@x", True, "exp1")
+    # Its flow to exp1 failed at 10.25; its flow to exp2 was registered all along.
+    assert (o.detection, o.recovery, o.gap, o.recovered_to) == (0.25, 0.0, 0.0, "exp2")
+    assert (s.detection, s.recovery, s.gap, s.recovered_to) == (0.5, 2.0, 2.0, "exp2")
+
+
+def test_outbound_flow_failing_on_another_peer_is_not_detection() -> None:
+    events = [e for e in outbound_kill_events() if e.get("reg_id") != 1 or e["t"] < 10]
+    events.append(flow(10.5, "o@x", 2, "Failed", "exp2"))  # the other flow, on the survivor
+    o = build_report(events).runs[0].records[0]
+    assert (o.affected, o.detection, o.recovery) == (True, None, 0.0)
+
+
+def test_outbound_timeline_shows_the_flow_still_registered() -> None:
+    line = timeline.build_timeline(outbound_kill_events())
+    assert [(b.start, b.end, b.label) for b in line.registrations["o@x"]] == [
+        (1.0, 10.25, "exp1"),
+        (10.25, 21.0, "exp2"),
+        (21.0, 21.0, "exp1"),
+    ]
+
+
 def synthetic(endpoints: int, seed: int = 7) -> list[dict[str, Any]]:
     """A kill of exp1 with ``endpoints`` endpoints, most of which move to exp2."""
     rng = random.Random(seed)

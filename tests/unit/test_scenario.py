@@ -14,8 +14,9 @@ from typing import Any
 import pytest
 
 from emulator.kinds import Kind
+from emulator.lab.model import LabConfig, default_lab
 from emulator.lab.report import RESTORE_OF
-from emulator.lab.scenario import ScenarioError, ScenarioLab, ScenarioUnavailable, run_failover
+from emulator.lab.scenario import ScenarioError, ScenarioLab, experiment_lab, run_failover
 
 ADDRESSES = {"exp1": "127.63.9.11", "exp2": "127.63.9.12"}
 STEP = 0.25
@@ -195,10 +196,29 @@ async def test_earlier_faults_in_the_log_are_not_runs_of_this_scenario() -> None
     assert [(r.fault, r.target) for r in report.runs] == [("pause", "exp2")]
 
 
-@pytest.mark.parametrize(("option", "needs"), [("static", "static proxies"), ("outbound", "5626")])
-async def test_options_the_endpoint_lacks_are_refused_clearly(option: str, needs: str) -> None:
-    with pytest.raises(ScenarioUnavailable, match=f"not available yet: .*{needs}"):
-        await run_failover(FakeLab({}), option=option, fault="kill", runs=1, settle_timeout=1.0)
+@pytest.mark.parametrize(
+    ("option", "proxies", "outbound"),
+    [
+        ("srv", ["uctest.local"], False),
+        ("rr", ["habibexpc-cluster.uctest.local"], False),
+        ("static", ["127.0.0.11", "127.0.0.12"], False),
+        ("outbound", ["127.0.0.11", "127.0.0.12"], True),
+    ],
+)
+def test_each_option_points_the_endpoints_its_way(
+    option: str, proxies: list[str], outbound: bool
+) -> None:
+    base = default_lab()
+    (group,) = experiment_lab(base, option, 3).endpoints
+    assert [p for p in (group.proxy, group.proxy2, group.proxy3, group.proxy4) if p] == proxies
+    assert (group.outbound, group.count, group.uri) == (outbound, 3, "{n}@uctest.local")
+
+
+def test_static_proxies_carry_a_peer_port_that_is_not_the_default() -> None:
+    data = default_lab().model_dump(mode="json")
+    data["peers"][1]["tcp_port"] = 5070
+    (group,) = experiment_lab(LabConfig.model_validate(data), "static", None).endpoints
+    assert (group.proxy, group.proxy2) == ("127.0.0.11", "127.0.0.12:5070")
 
 
 async def test_bad_arguments_are_refused() -> None:
