@@ -148,3 +148,20 @@ def run_benchmark(name: str, benchmark: Callable[[argparse.Namespace], int], arg
         return 1
     except KeyboardInterrupt:
         return 130
+
+
+def arguments(doc: str | None) -> argparse.ArgumentParser:
+    """A benchmark's argument parser: its docstring's first paragraph is the description."""
+    return argparse.ArgumentParser(
+        description=doc.split("\n\n")[0] if doc else None,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+
+
+def verdict(problems: list[str]) -> int:
+    """A self-check's last line and exit status."""
+    if problems:
+        print("self-check FAILED: " + "; ".join(problems))
+        return 1
+    print("self-check passed")
+    return 0

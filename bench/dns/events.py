@@ -32,7 +32,7 @@ from pathlib import Path
 HERE = Path(__file__).resolve().parent
 sys.path[:0] = [str(HERE), str(HERE.parent)]
 
-from benchlab import DetachedLab, cpu_seconds, run_benchmark  # noqa: E402  (bench/benchlab.py)
+from benchlab import DetachedLab, arguments, cpu_seconds, run_benchmark, verdict  # noqa: E402  (bench/benchlab.py)
 from run import (  # noqa: E402  (bench/dns/run.py)
     NET,
     ORIGIN,
@@ -164,18 +164,11 @@ def check_ratios(
         problems.append("no stats event in the lab's events.jsonl")
     if standalone.events == 0:
         problems.append("no event lines from the standalone server")
-    if problems:
-        print("self-check FAILED: " + "; ".join(problems))
-        return 1
-    print("self-check passed")
-    return 0
+    return verdict(problems)
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(
-        description=__doc__.split("\n\n")[0] if __doc__ else None,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
-    )
+    parser = arguments(__doc__)
     parser.add_argument("--duration", type=int, default=8, help="seconds per dnsperf run (8)")
     parser.add_argument("--rounds", type=int, default=3, help="rounds of A B C D (3)")
     parser.add_argument("--clients", type=int, default=4, help="dnsperf -c: client sockets (4)")

@@ -39,6 +39,9 @@ from emulator.lab.addresses import next_block
 
 REPO = Path(__file__).resolve().parents[2]
 HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE.parent))
+
+from benchlab import arguments, run_benchmark  # noqa: E402  (bench/benchlab.py)
 
 PORT = 1053
 ORIGIN = "uctest.local"
@@ -481,10 +484,7 @@ def nsd_version(nsd: str) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(
-        description=__doc__.split("\n\n")[0] if __doc__ else None,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
-    )
+    parser = arguments(__doc__)
     parser.add_argument("--duration", type=int, default=8, help="seconds per dnsperf run (8)")
     parser.add_argument("--rounds", type=int, default=3, help="rounds of A B C (3)")
     parser.add_argument("--clients", type=int, default=4, help="dnsperf -c: client sockets (4)")
@@ -513,13 +513,7 @@ def main(argv: list[str] | None = None) -> int:
         from selfcheck import self_check  # bench/dns/selfcheck.py
 
         return asyncio.run(self_check(args.queries))
-    try:
-        return benchmark(args)
-    except (RuntimeError, subprocess.TimeoutExpired) as exc:
-        print(f"bench/dns: {exc}", file=sys.stderr)
-        return 1
-    except KeyboardInterrupt:
-        return 130
+    return run_benchmark("bench/dns", benchmark, args)
 
 
 if __name__ == "__main__":

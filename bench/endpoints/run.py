@@ -42,7 +42,7 @@ HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE.parent))
 sys.path.insert(0, str(HERE.parents[1]))
 
-from benchlab import DetachedLab, cpu_seconds  # noqa: E402  (bench/benchlab.py)
+from benchlab import DetachedLab, arguments, cpu_seconds, run_benchmark, verdict  # noqa: E402  (bench/benchlab.py)
 
 from emulator.lab.addresses import next_block  # noqa: E402
 
@@ -287,18 +287,12 @@ def benchmark(args: argparse.Namespace) -> int:
             problems.append(f"{moved['moved'] - moved['arrived']} endpoints did not move")
         if refreshes <= 0:
             problems.append("no refresh counted")
-        if problems:
-            print("self-check FAILED: " + "; ".join(problems))
-            return 1
-        print("self-check passed")
+        return verdict(problems)
     return 0
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(
-        description=__doc__.split("\n\n")[0] if __doc__ else None,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
-    )
+    parser = arguments(__doc__)
     parser.add_argument("--endpoints", type=int, default=10_000, help="endpoints (10000)")
     parser.add_argument("--expires", type=int, default=30, help="granted expiry, s (30)")
     parser.add_argument(
@@ -308,13 +302,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.self_check:
         args.endpoints, args.expires = 300, 10
     args.window = args.expires * 0.9  # one refresh period
-    try:
-        return benchmark(args)
-    except (RuntimeError, subprocess.TimeoutExpired) as exc:
-        print(f"bench/endpoints: {exc}", file=sys.stderr)
-        return 1
-    except KeyboardInterrupt:
-        return 130
+    return run_benchmark("bench/endpoints", benchmark, args)
 
 
 if __name__ == "__main__":

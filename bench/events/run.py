@@ -30,7 +30,7 @@ from pathlib import Path
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE.parent))
 
-from benchlab import DetachedLab, cpu_seconds, run_benchmark  # noqa: E402  (bench/benchlab.py)
+from benchlab import DetachedLab, arguments, cpu_seconds, run_benchmark, verdict  # noqa: E402  (bench/benchlab.py)
 
 from emulator.lab.addresses import next_block  # noqa: E402
 
@@ -161,18 +161,12 @@ def benchmark(args: argparse.Namespace) -> int:
             problems.append(f"stats count {counted} REGISTERs answered, SIPp sent {count}")
         if kinds.get("binding.added", 0) != count:
             problems.append(f"{kinds.get('binding.added', 0)} binding.added for {count} users")
-        if problems:
-            print("self-check FAILED: " + "; ".join(problems))
-            return 1
-        print("self-check passed")
+        return verdict(problems)
     return 0
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(
-        description=__doc__.split("\n\n")[0] if __doc__ else None,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
-    )
+    parser = arguments(__doc__)
     parser.add_argument("--rate", type=int, default=1000, help="REGISTERs per second (1000)")
     parser.add_argument("--duration", type=int, default=20, help="seconds of load (20)")
     parser.add_argument(

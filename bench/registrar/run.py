@@ -53,7 +53,7 @@ REPO = HERE.parents[1]
 sys.path.insert(0, str(REPO))
 sys.path.insert(0, str(HERE.parent))
 
-from benchlab import DetachedLab, cpu_seconds  # noqa: E402  (bench/benchlab.py)
+from benchlab import DetachedLab, arguments, cpu_seconds, run_benchmark, verdict  # noqa: E402  (bench/benchlab.py)
 
 from emulator.lab.addresses import Block, next_block  # noqa: E402
 
@@ -582,11 +582,7 @@ def self_check(
                 )
         if best is None:
             problems.append(f"{name} {scenario}/{transport}: no step held")
-    if problems:
-        print("self-check FAILED: " + "; ".join(problems))
-        return 1
-    print("self-check passed")
-    return 0
+    return verdict(problems)
 
 
 def _count_lines(path: Path) -> int:
@@ -607,10 +603,7 @@ def _load() -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(
-        description=__doc__.split("\n\n")[0] if __doc__ else None,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
-    )
+    parser = arguments(__doc__)
     parser.add_argument("--duration", type=int, default=6, help="seconds per step (6)")
     parser.add_argument(
         "--rates",
@@ -639,13 +632,7 @@ def main(argv: list[str] | None = None) -> int:
     bad = set(args.scenarios) - set(SCENARIOS) or set(args.transports) - set(TRANSPORTS)
     if bad:
         parser.error(f"unknown: {', '.join(sorted(bad))}")
-    try:
-        return benchmark(args)
-    except (RuntimeError, subprocess.TimeoutExpired) as exc:
-        print(f"bench/registrar: {exc}", file=sys.stderr)
-        return 1
-    except KeyboardInterrupt:
-        return 130
+    return run_benchmark("bench/registrar", benchmark, args)
 
 
 if __name__ == "__main__":

@@ -1,9 +1,9 @@
 """``docker compose up --scale endpoint=2`` runs a lab whose endpoint hosts join it (each given
 its own slice of the group), ``siplab`` drives it from the host, and Docker's own verbs are seen
-by the lab: ``kill`` -> the peer left and the endpoints re-register on the other,
-``start`` -> it rejoins, ``pause`` -> it is unresponsive and the endpoints move back at their
-next refresh (Timer F bounds how long a REGISTER to a frozen peer waits), scaling down -> that
-replica and its endpoints leave the lab.
+by the lab: ``kill`` and ``stop`` -> the peer left and the endpoints re-register on the other,
+``start`` -> it rejoins, ``pause`` and ``network disconnect`` -> it is unresponsive and the
+endpoints move back at their next refresh (Timer F bounds how long a REGISTER to a silent peer
+waits), scaling down -> that replica and its endpoints leave the lab.
 
 Run by ``make compose-test`` (tests/containers/run.sh), which starts a Docker engine, builds the
 image and sets ``SIPLAB_COMPOSE_TEST=1``; elsewhere the test is skipped.
@@ -195,6 +195,28 @@ def test_docker_verbs_on_a_compose_lab_are_seen_by_siplab(compose_lab: ComposeLa
     assert peer_state(status, other) == "unresponsive"
     lab.compose("unpause", other)
     lab.until(f"{other} answering", lambda s: peer_state(s, other) == "active", timeout=30)
+
+    # Docker stops the peer gracefully (SIGTERM through the init): it closes its connections
+    # and leaves; the endpoints re-register on the other at once.
+    lab.compose("stop", "-t", "5", first)
+    status = lab.until(f"all on {other} after a stop", all_on(other), timeout=30)
+    assert peer_state(status, first) == "stopped"
+    lab.compose("start", first)
+    lab.until(f"{first} back", lambda s: peer_state(s, first) == "active", timeout=60)
+
+    # Docker cuts the survivor off the network, its sockets left open: silence both ways. The
+    # lab finds it unresponsive and the endpoints go back to the first peer (refresh + Timer F).
+    container = lab.compose("ps", "-q", other).strip()
+    networks = json.loads(
+        lab.run("docker", "inspect", "--format", "{{json .NetworkSettings.Networks}}", container)
+    )
+    ((network, settings),) = networks.items()
+    address = (settings.get("IPAMConfig") or {}).get("IPv4Address") or settings["IPAddress"]
+    lab.run("docker", "network", "disconnect", network, container)
+    status = lab.until(f"all on {first} after a disconnect", all_on(first), timeout=90)
+    assert peer_state(status, other) == "unresponsive"
+    lab.run("docker", "network", "connect", "--ip", address, network, container)
+    lab.until(f"{other} reconnected", lambda s: peer_state(s, other) == "active", timeout=60)
 
     # The lab's own faults over the published control plane, with its token.
     assert lab.siplab("maintenance", other, "on").strip() == f"{other}: maintenance on"

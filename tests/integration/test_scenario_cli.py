@@ -29,21 +29,27 @@ def siplab(state: Path, *args: str) -> subprocess.CompletedProcess[str]:
     )
 
 
-def test_failover_scenario_writes_a_report_and_a_timeline(tmp_path: Path) -> None:
+def failover(tmp_path: Path, *args: str) -> subprocess.CompletedProcess[str]:
+    """``siplab scenario failover --endpoints 2 ARGS`` on a fresh lab whose endpoints retry
+    within seconds; state in tmp_path/state, outputs in tmp_path/out."""
     lab = fresh_lab_dict()
     prefix = lab["dns"]["address"].rsplit(".", 1)[0]
     lab["endpoint_base_address"] = f"{prefix}.101"
-    lab["endpoints"] = [{"uri": "1001@uctest.local", "retry_base": 1, "retry_max": 4}]
+    lab["endpoints"] = [{"uri": "1001@uctest.local", "retry_base": 1, "retry_max": 2}]
     lab_file = tmp_path / "lab.yaml"
     lab_file.write_text(yaml.safe_dump(lab))
-    out = tmp_path / "out"
-    state = tmp_path / "state"
     result = siplab(
-        state, "scenario", "failover", "--lab", str(lab_file), "--runs", "3",
-        "--endpoints", "2", "--fault", "kill", "--out", str(out),
+        tmp_path / "state", "scenario", "failover", "--lab", str(lab_file), "--endpoints", "2",
+        "--out", str(tmp_path / "out"), *args,
     )  # fmt: skip
     assert result.returncode == 0, result.stdout + result.stderr
+    return result
+
+
+def test_failover_scenario_writes_a_report_and_a_timeline(tmp_path: Path) -> None:
+    result = failover(tmp_path, "--runs", "3", "--fault", "kill")
     assert "median" in result.stdout.lower()
+    out, state = tmp_path / "out", tmp_path / "state"
 
     report = json.loads((out / "report.json").read_text())
     assert [run["index"] for run in report["runs"]] == [1, 2, 3]
@@ -79,27 +85,14 @@ def test_failover_scenario_writes_a_report_and_a_timeline(tmp_path: Path) -> Non
     assert not list(state.glob("*/lab.json"))  # the experiment's lab was stopped
 
 
-def _experiment(tmp_path: Path, option: str, runs: int, timeout: float) -> dict[str, Any]:
-    """Run ``siplab scenario failover --option OPTION --fault kill`` on a fresh lab of two
-    endpoints that retry within seconds; the report as JSON."""
-    lab = fresh_lab_dict()
-    prefix = lab["dns"]["address"].rsplit(".", 1)[0]
-    lab["endpoint_base_address"] = f"{prefix}.101"
-    lab["endpoints"] = [{"uri": "1001@uctest.local", "retry_base": 1, "retry_max": 2}]
-    lab_file = tmp_path / "lab.yaml"
-    lab_file.write_text(yaml.safe_dump(lab))
-    out = tmp_path / "out"
-    result = siplab(
-        tmp_path / "state", "scenario", "failover", "--lab", str(lab_file),
-        "--option", option, "--fault", "kill", "--runs", str(runs), "--endpoints", "2",
-        "--timeout", str(timeout), "--out", str(out),
-    )  # fmt: skip
-    assert result.returncode == 0, result.stdout + result.stderr
-    return cast(dict[str, Any], json.loads((out / "report.json").read_text()))
+def _kill_report(tmp_path: Path, option: str, runs: int, timeout: float) -> dict[str, Any]:
+    failover(tmp_path, "--option", option, "--fault", "kill", "--runs", str(runs),
+             "--timeout", str(timeout))  # fmt: skip
+    return cast(dict[str, Any], json.loads((tmp_path / "out" / "report.json").read_text()))
 
 
 def test_outbound_endpoints_lose_no_registration_when_a_peer_is_killed(tmp_path: Path) -> None:
-    report = _experiment(tmp_path, "outbound", runs=2, timeout=30)
+    report = _kill_report(tmp_path, "outbound", runs=2, timeout=30)
     assert [run["option"] for run in report["runs"]] == ["outbound", "outbound"]
     records = report["records"]
     # Each endpoint has a flow on each peer, so every endpoint is affected in every run...
@@ -114,7 +107,7 @@ def test_outbound_endpoints_lose_no_registration_when_a_peer_is_killed(tmp_path:
 
 
 def test_static_proxies_without_outbound_do_not_fail_over(tmp_path: Path) -> None:
-    report = _experiment(tmp_path, "static", runs=1, timeout=5)
+    report = _kill_report(tmp_path, "static", runs=1, timeout=5)
     (run,) = report["runs"]
     assert run["target"] == "exp1"  # Proxy 1: every endpoint registers there and only there
     records = report["records"]
