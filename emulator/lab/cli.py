@@ -678,7 +678,8 @@ def scenario() -> None:
     type=click.Choice(["srv", "rr", "static", "outbound"]),
     default="srv",
     show_default=True,
-    help="How endpoints find peers: srv (RFC 3263 SRV), rr (round-robin A), static, outbound.",
+    help="How endpoints find peers: srv (RFC 3263 SRV), rr (round-robin A), static (the "
+    "peers as Proxy 1..4, Outbound Off: no failover), outbound (the same, Outbound On).",
 )
 @click.option(
     "--fault",
