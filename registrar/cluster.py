@@ -24,7 +24,6 @@ Rules, so a reader can check them without the shell:
 
 from __future__ import annotations
 
-import json
 import math
 from collections.abc import Iterable
 from dataclasses import dataclass
@@ -36,8 +35,8 @@ from emulator.kinds import Kind
 from emulator.sip.transport import Flow, TransportName
 from registrar.bindings import Binding, BindingKey
 
-# (peer, aor, key as canonical JSON)
-Ref = tuple[str, str, str]
+# (peer, aor, binding key): a key is a flat tuple of str, int and None, so it hashes as it is.
+Ref = tuple[str, str, tuple[Any, ...]]
 Message = dict[str, Any]
 
 
@@ -60,7 +59,7 @@ class Entry:
 
     @property
     def ref(self) -> Ref:
-        return (self.peer, self.aor, json.dumps(list(self.key)))
+        return (self.peer, self.aor, self.key)
 
     def to_wire(self, now: float) -> Message:
         """Expiry travels as remaining seconds: the peers' clocks are not compared."""
@@ -150,9 +149,11 @@ def binding_of(entry: Entry, local: tuple[str, int]) -> Binding:
 
 
 class ClusterView:
-    def __init__(self, me: str, events: EventSink) -> None:
+    def __init__(self, me: str, events: EventSink, *, replicate: bool = True) -> None:
         self.me = me
         self._events = events
+        # False for a peer with no peer link: nobody would ever take the updates off the queue.
+        self._replicate = replicate
         self._entries: dict[Ref, Entry] = {}
         self._by_aor: dict[str, set[Ref]] = {}
         self._expiry: Deadlines[Ref] = Deadlines()  # other peers' entries only
@@ -170,12 +171,14 @@ class ClusterView:
         old = {ref for ref in self._by_aor.get(aor, ()) if ref[0] == self.me}
         for ref in old - new.keys():
             self._drop(ref)
-            self._outgoing.append({"op": "remove", "aor": aor, "key": json.loads(ref[2])})
+            if self._replicate:
+                self._outgoing.append({"op": "remove", "aor": aor, "key": list(ref[2])})
         for ref, entry in new.items():
             if self._entries.get(ref) != entry:
                 op = "refresh" if ref in old else "add"
                 self._put(entry, expires=False)
-                self._outgoing.append({"op": op, "entry": entry.to_wire(now)})
+                if self._replicate:
+                    self._outgoing.append({"op": op, "entry": entry.to_wire(now)})
         self._check_double(aor)
 
     def hello(self, now: float) -> Message:
@@ -206,7 +209,7 @@ class ClusterView:
             self._check_double(entry.aor)
         elif op == "remove":
             aor = _text(message.get("aor"))
-            ref = (peer, aor, json.dumps(_key(message.get("key"))))
+            ref = (peer, aor, tuple(_key(message.get("key"))))
             self._drop(ref)
             self._check_double(aor)
         elif op != "ping":

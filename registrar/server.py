@@ -78,7 +78,9 @@ class RegistrarServer:
         self.metrics: MetricsListener | None = None
         self._timer = Rearm(self._on_timer)
         self._loop = asyncio.get_running_loop()
-        self.cluster = ClusterView(config.name, ctx.emitter)
+        self.cluster = ClusterView(
+            config.name, ctx.emitter, replicate=config.cluster_port is not None
+        )
         self._cluster_timer = Rearm(self._on_cluster_timer)
         self.peerlink = (
             PeerLink(self.cluster, config, self._restore) if config.cluster_port else None

@@ -160,3 +160,26 @@ def test_an_entry_from_another_peer_on_this_link_is_refused() -> None:
     (message,) = v1.pop_outgoing()
     with pytest.raises(ClusterProtocolError):
         v2.receive("exp3", message, 0.0)
+
+
+def test_a_peer_without_a_link_queues_nothing_yet_knows_its_bindings() -> None:
+    view = ClusterView("exp1", Sink(), replicate=False)
+    for second in range(3):  # one add and two refreshes: nobody would ever take the updates
+        view.local("a@d", [binding("a@d", 60.0 + second)], float(second))
+    assert view.pop_outgoing() == []
+    assert view.bound("a@d") == ["exp1"]
+    view.local("a@d", [], 3.0)
+    assert view.bound("a@d") == []
+
+
+def test_a_removal_names_the_binding_key_as_sent() -> None:
+    v1, _, v2, _ = pair()
+    link(v1, v2, 0.0)
+    v1.local("a@d", [binding("a@d", 60.0)], 0.0)
+    for message in v1.pop_outgoing():
+        v2.receive("exp1", message, 0.0)
+    v1.local("a@d", [], 1.0)
+    (removal,) = v1.pop_outgoing()
+    assert removal == {"op": "remove", "aor": "a@d", "key": ["sip", "a", "127.0.0.101", None, None]}
+    v2.receive("exp1", removal, 1.0)
+    assert v2.bound("a@d") == []
