@@ -39,6 +39,7 @@ from typing import Literal
 
 from emulator.events import Event
 from emulator.kinds import Kind
+from emulator.linebatch import LineBatch
 
 TOKEN_ENV = "SIPLAB_CONTROL_TOKEN"
 # Events kept for a lab that has not attached yet; past it the oldest are dropped (counted).
@@ -86,32 +87,46 @@ RequestHandler = Callable[[bytes], Awaitable[None]]
 
 
 class _SocketChannel:
-    """Events to the lab over whichever socket currently carries the channel; kept (bounded)
-    while there is none, and ``ready`` sent again to every new connection."""
+    """Events to the lab over whichever socket currently carries the channel, written in
+    batches (:class:`LineBatch`); kept (bounded) while there is none, and ``ready`` sent again
+    to every new connection."""
 
     def __init__(self) -> None:
         self._writer: asyncio.StreamWriter | None = None
         self._pending: deque[bytes] = deque(maxlen=DETACHED_BACKLOG)
+        self._batch = LineBatch(self._write_lines)
         self._ready: bytes | None = None
         self._handler: RequestHandler | None = None
         self.dropped = 0
 
     def write(self, event: Event) -> None:
-        line = (event.to_json() + "\n").encode()
+        line = event.to_json()
         if event.kind == Kind.READY:
-            self._ready = line
+            self._ready = (line + "\n").encode()
         writer = self._writer
         if writer is not None and not writer.is_closing():
-            if writer.transport.get_write_buffer_size() > MAX_ATTACHED_BACKLOG:
+            if writer.transport.get_write_buffer_size() + self._batch.size > MAX_ATTACHED_BACKLOG:
                 self.dropped += 1  # the lab is not keeping up; never stall the component
             else:
-                writer.write(line)
+                self._batch.add(line)
             return
+        self._keep((line + "\n").encode())
+
+    def _write_lines(self, lines: list[str]) -> None:
+        writer = self._writer
+        if writer is not None and not writer.is_closing():
+            writer.write(("\n".join(lines) + "\n").encode())
+        else:  # the lab went away since they were batched: keep them for the next one
+            for line in lines:
+                self._keep((line + "\n").encode())
+
+    def _keep(self, line: bytes) -> None:
         if len(self._pending) == self._pending.maxlen:
             self.dropped += 1
         self._pending.append(line)
 
     def _attach(self, writer: asyncio.StreamWriter) -> None:
+        self._batch.flush()  # what an older attachment had not been sent yet goes first
         backlog = list(self._pending)
         self._pending.clear()
         if self._ready is not None and self._ready not in backlog:
@@ -126,6 +141,7 @@ class _SocketChannel:
                 await self._handler(line)
 
     async def _close_writer(self) -> None:
+        self._batch.flush()
         if self._writer is not None:
             with contextlib.suppress(ConnectionError):
                 await self._writer.drain()

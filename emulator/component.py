@@ -29,6 +29,7 @@ from emulator.channel import (
 from emulator.eventrate import RateGovernor
 from emulator.events import Emitter, Event
 from emulator.kinds import Kind
+from emulator.linebatch import LineBatch
 from emulator.runtime import run_loop
 
 Handler = Callable[[dict[str, Any]], Any]
@@ -36,10 +37,6 @@ Handler = Callable[[dict[str, Any]], Any]
 # Past this much unsent event data the reader (the supervisor) is not keeping up; dropping
 # events and counting them beats stalling a DNS or SIP server on a full pipe.
 MAX_EVENT_BACKLOG = 8 * 1024 * 1024
-# At most one write of events per this many seconds: under load a peer answering 1,000 UDP
-# REGISTERs a second runs ~1,000 loop iterations a second, and one write (and one wakeup of
-# the supervisor) for each was most of what watching it cost. Events keep their own times.
-FLUSH_INTERVAL = 0.02  # s; an idle component still writes at once (see EventWriter)
 
 
 class ControlError(Exception):
@@ -55,25 +52,16 @@ class _PipeProtocol(asyncio.Protocol):
 
 
 class EventWriter:
-    """Non-blocking JSON-lines writer for stdout, with a bounded backlog.
-
-    Events are buffered and written at the end of the event-loop iteration that produced them,
-    but at most once per ``FLUSH_INTERVAL`` (then on a timer): one ``write`` for many lines, not
-    one write and flush per event, so the reader (the supervisor) reads a few large chunks.
-    """
+    """Non-blocking JSON-lines writer for stdout, with a bounded backlog; lines are written in
+    batches (:class:`LineBatch`), so the reader (the supervisor) reads a few large chunks."""
 
     def __init__(self) -> None:
         self._transport: asyncio.WriteTransport | None = None
         self._protocol = _PipeProtocol()
-        self._loop: asyncio.AbstractEventLoop | None = None
-        self._lines: list[str] = []
-        self._buffered = 0  # characters in _lines, newlines included
-        self._flush_due = False
-        self._last_flush = 0.0
+        self._batch = LineBatch(self._write_lines)
         self.dropped = 0
 
     async def open(self) -> None:
-        self._loop = asyncio.get_running_loop()
         try:
             mode = os.fstat(sys.stdout.fileno()).st_mode
         except (OSError, ValueError):
@@ -82,48 +70,31 @@ class EventWriter:
         # than raising) when handed a regular file, and a terminal is fine with plain writes.
         if not (stat.S_ISFIFO(mode) or stat.S_ISSOCK(mode)):
             return
-        self._transport, _ = await self._loop.connect_write_pipe(lambda: self._protocol, sys.stdout)
+        loop = asyncio.get_running_loop()
+        self._transport, _ = await loop.connect_write_pipe(lambda: self._protocol, sys.stdout)
 
     def write(self, event: Event) -> None:
-        line = event.to_json()
         transport = self._transport
         if transport is not None and (
             transport.is_closing()
-            or transport.get_write_buffer_size() + self._buffered > MAX_EVENT_BACKLOG
+            or transport.get_write_buffer_size() + self._batch.size > MAX_EVENT_BACKLOG
         ):
             self.dropped += 1
             return
-        self._lines.append(line)
-        self._buffered += len(line) + 1
-        if not self._flush_due:
-            loop = self._loop
-            if loop is None or loop.is_closed():
-                self.flush()
-                return
-            self._flush_due = True
-            wait = self._last_flush + FLUSH_INTERVAL - loop.time()
-            if wait > 0:
-                loop.call_later(wait, self.flush)
-            else:
-                loop.call_soon(self.flush)
+        self._batch.add(event.to_json())
 
     def flush(self) -> None:
         """Write every buffered line now."""
-        self._flush_due = False
-        if not self._lines:
-            return
-        if self._loop is not None and not self._loop.is_closed():
-            self._last_flush = self._loop.time()
-        data = ("\n".join(self._lines) + "\n").encode()
-        count = len(self._lines)
-        self._lines.clear()
-        self._buffered = 0
+        self._batch.flush()
+
+    def _write_lines(self, lines: list[str]) -> None:
+        data = ("\n".join(lines) + "\n").encode()
         transport = self._transport
         if transport is None:
             sys.stdout.buffer.write(data)
             sys.stdout.buffer.flush()
         elif transport.is_closing():
-            self.dropped += count
+            self.dropped += len(lines)
         else:
             transport.write(data)
 

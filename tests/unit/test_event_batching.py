@@ -1,4 +1,5 @@
-"""Event lines are written in batches: by a component (EventWriter) and by the lab (EventLog)."""
+"""Event lines are written in batches: by a component (EventWriter on its stdout, its socket
+channel) and by the lab (EventLog)."""
 
 from __future__ import annotations
 
@@ -13,10 +14,13 @@ from pathlib import Path
 import pytest
 
 from emulator import component
+from emulator.channel import ChannelSpec, ListenChannel
 from emulator.component import EventWriter
 from emulator.events import Event
 from emulator.lab import eventlog
+from emulator.lab.addresses import next_block
 from emulator.lab.eventlog import EventLog
+from emulator.linebatch import FLUSH_INTERVAL, LineBatch
 
 
 @contextlib.contextmanager
@@ -60,7 +64,7 @@ async def _burst(stdout_pipe: int) -> None:
     for index in range(100):
         writer.write(event(index))
     assert drain(stdout_pipe) == b""  # nothing written while the burst is being produced
-    await asyncio.sleep(component.FLUSH_INTERVAL * 4)
+    await asyncio.sleep(FLUSH_INTERVAL * 4)
     lines = drain(stdout_pipe).decode().splitlines()
     assert [json.loads(line)["aor"] for line in lines] == [f"u{i}@uctest.local" for i in range(100)]
     writer.write(event(100))
@@ -78,7 +82,7 @@ async def test_past_the_backlog_events_are_dropped_and_counted(
         for index in range(5000):  # nobody reads: the pipe fills, then the backlog
             writer.write(event(index))
             if index % 50 == 0:
-                await asyncio.sleep(component.FLUSH_INTERVAL * 2)
+                await asyncio.sleep(FLUSH_INTERVAL * 2)
         assert 0 < writer.dropped < 5000
         await writer.close(timeout=0.5)
 
@@ -92,13 +96,60 @@ async def test_a_regular_file_gets_plain_batched_writes(
         await writer.open()
         writer.write(event(1))
         writer.write(event(2))
-        await asyncio.sleep(component.FLUSH_INTERVAL * 4)
+        await asyncio.sleep(FLUSH_INTERVAL * 4)
         written = (tmp_path / "events.jsonl").read_text().splitlines()
         assert [json.loads(line)["aor"] for line in written] == [
             "u1@uctest.local",
             "u2@uctest.local",
         ]
         await writer.close()
+
+
+async def test_a_burst_reaches_the_sink_once_after_the_loop_iteration() -> None:
+    batches: list[list[str]] = []
+    batch = LineBatch(batches.append)
+    for index in range(100):
+        batch.add(f"line {index}")
+    assert batches == []
+    assert batch.size == sum(len(f"line {i}") + 1 for i in range(100))
+    await asyncio.sleep(0)
+    assert batches == [[f"line {i}" for i in range(100)]]
+    batch.add("soon after")  # within FLUSH_INTERVAL of the last write: it waits for the timer
+    await asyncio.sleep(0)
+    assert len(batches) == 1
+    await asyncio.sleep(FLUSH_INTERVAL * 4)
+    assert batches[-1] == ["soon after"]
+
+
+async def test_a_socket_channel_batches_and_keeps_what_a_departed_lab_missed() -> None:
+    host = f"{next_block().prefix}.1"
+    channel = ListenChannel(ChannelSpec.parse(f"listen:{host}:7070"), token=None)
+
+    async def ignore(_line: bytes) -> None:
+        return None
+
+    await channel.start(ignore)
+    try:
+        reader, writer = await asyncio.open_connection(host, 7070)
+        writer.write(b'{"op": "hello", "args": {}}\n')
+        channel.write(event(0))  # kept until the lab attaches, then sent first
+        assert json.loads(await reader.readline())["aor"] == "u0@uctest.local"
+        for index in range(1, 101):
+            channel.write(event(index))
+        got = [json.loads(await reader.readline())["aor"] for _ in range(100)]
+        assert got == [f"u{i}@uctest.local" for i in range(1, 101)]
+        # The connection goes with a line still in the batch: it waits for the next lab.
+        channel.write(event(101))
+        assert channel._writer is not None
+        channel._writer.close()
+        assert await reader.read() == b""
+        writer.close()
+        reader, writer = await asyncio.open_connection(host, 7070)
+        writer.write(b'{"op": "hello", "args": {}}\n')
+        assert json.loads(await reader.readline())["aor"] == "u101@uctest.local"
+        writer.close()
+    finally:
+        await channel.close()
 
 
 async def test_the_lab_log_writes_its_file_in_batches_and_on_close(tmp_path: Path) -> None:
