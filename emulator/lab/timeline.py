@@ -24,6 +24,12 @@ if TYPE_CHECKING:
     from matplotlib.axes import Axes
 
 LANE_LIMIT = 200
+# Fault labels closer than this share of the time axis go on separate levels, this many points
+# apart, at most this many levels.
+LABEL_GAP = 0.08
+LABEL_STEP = 10
+LABEL_LEVELS = 3
+TITLE_PAD = 8 + LABEL_STEP * LABEL_LEVELS  # points: the title clears the highest label
 PEER_STATE_COLOURS = {
     "up": "#66bb6a",
     "starting": "#b0bec5",
@@ -198,7 +204,8 @@ def _title(timeline: Timeline, what: str) -> str:
 
 
 def _draw_faults(ax: Axes, timeline: Timeline, origin: float, *, labels: bool) -> None:
-    for t, label, restoring in timeline.faults:
+    levels = _label_levels([t for t, _, _ in timeline.faults], timeline.end - timeline.start)
+    for (t, label, restoring), level in zip(timeline.faults, levels, strict=True):
         x = t - origin
         style = {"color": "#757575", "ls": ":"} if restoring else {"color": "#c62828", "ls": "--"}
         ax.axvline(x, lw=1.2, zorder=3, **style)
@@ -207,14 +214,31 @@ def _draw_faults(ax: Axes, timeline: Timeline, origin: float, *, labels: bool) -
                 label,
                 (x, 1.0),
                 xycoords=("data", "axes fraction"),
-                xytext=(2, 2),
+                xytext=(2, 2 + LABEL_STEP * level),
                 textcoords="offset points",
-                rotation=30,
                 fontsize=8,
                 color=style["color"],
                 va="bottom",
                 ha="left",
             )
+
+
+def _label_levels(times: list[float], span: float) -> list[int]:
+    """How high each fault's label goes: a label too close to one already on a level moves up
+    a level (a fault and its restoration a moment later would print over each other)."""
+    gap = LABEL_GAP * span
+    last_on: list[float] = []  # the time of the last label on each level
+    levels = []
+    for t in times:
+        level = next((i for i, last in enumerate(last_on) if t - last >= gap), len(last_on))
+        if level == len(last_on):
+            if level >= LABEL_LEVELS:
+                level = min(range(LABEL_LEVELS), key=lambda i: last_on[i])
+            else:
+                last_on.append(t)
+        last_on[level] = t
+        levels.append(level)
+    return levels
 
 
 def _draw_lanes(
@@ -252,7 +276,7 @@ def _draw_lanes(
     ax.set_axisbelow(True)
     _draw_faults(ax, timeline, origin, labels=True)
     ax.set_xlabel("seconds since the first fault")
-    ax.set_title(_title(timeline, "Registrations and peers"), pad=28)
+    ax.set_title(_title(timeline, "Registrations and peers"), pad=TITLE_PAD)
     states_used = {b.label for bars in timeline.peers.values() for b in bars}
     handles = [
         Patch(color=colours[peer], label=f"registered to {peer}")
@@ -307,7 +331,7 @@ def _draw_distribution(
         lower = upper
     area.set_xlim(timeline.start - origin, timeline.end - origin)
     area.set_ylabel("registered endpoints")
-    area.set_title(_title(timeline, "Registered endpoints per peer"), pad=28)
+    area.set_title(_title(timeline, "Registered endpoints per peer"), pad=TITLE_PAD)
     area.grid(color="#e0e0e0", lw=0.6)
     _draw_faults(area, timeline, origin, labels=True)
     area.legend(loc="upper left", bbox_to_anchor=(1.01, 1.0), fontsize=8, title="registered to")

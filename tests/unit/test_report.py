@@ -290,3 +290,10 @@ def test_timeline_png_is_a_png_of_the_expected_size(tmp_path: Path, endpoints: i
         json.loads(paths["report"].read_text())["summary"]["affected"]
         == report.summary["detection"].count
     )
+
+
+def test_fault_labels_close_together_go_on_separate_levels() -> None:
+    # 8% of a 20 s span is 1.6 s: a kill and its start 0.1 s later must not share a level.
+    assert timeline._label_levels([0.0, 0.1, 10.0, 10.2, 10.3], 20.0) == [0, 1, 0, 1, 2]
+    crowded = timeline._label_levels([i * 0.01 for i in range(10)], 20.0)
+    assert max(crowded) == timeline.LABEL_LEVELS - 1  # bounded however many there are
