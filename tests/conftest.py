@@ -8,8 +8,9 @@ still alive or anything still listens on its addresses.
 from __future__ import annotations
 
 import shutil
+import subprocess
 import tempfile
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -48,6 +49,18 @@ def pytest_unconfigure(config: pytest.Config) -> None:
     root = config.stash.get(_SESSION_TEMP, None)
     if root is not None:
         shutil.rmtree(root, ignore_errors=True)
+
+
+@pytest.fixture
+def own_processes() -> Iterator[list[subprocess.Popen[bytes]]]:
+    """Processes a test starts itself (components a lab attaches to, replicas that join it):
+    killed by PID afterwards, whatever the test did."""
+    started: list[subprocess.Popen[bytes]] = []
+    yield started
+    for process in started:
+        if process.poll() is None:
+            process.kill()
+        process.wait(timeout=10)
 
 
 @pytest.fixture

@@ -43,6 +43,7 @@ from run import (  # noqa: E402  (bench/dns/run.py)
     Server,
     check_answers,
     dnsperf,
+    dnsperf_arguments,
     nsd_version,
     print_table,
     require_tools,
@@ -169,13 +170,7 @@ def check_ratios(
 
 def main(argv: list[str] | None = None) -> int:
     parser = arguments(__doc__)
-    parser.add_argument("--duration", type=int, default=8, help="seconds per dnsperf run (8)")
-    parser.add_argument("--rounds", type=int, default=3, help="rounds of A B C D (3)")
-    parser.add_argument("--clients", type=int, default=4, help="dnsperf -c: client sockets (4)")
-    parser.add_argument("--threads", type=int, default=1, help="dnsperf -T: threads (1)")
-    parser.add_argument(
-        "--outstanding", type=int, default=200, help="dnsperf -q: queries in flight (200)"
-    )
+    dnsperf_arguments(parser, "A B C D")
     parser.add_argument(
         "--self-check",
         action="store_true",

@@ -483,15 +483,20 @@ def nsd_version(nsd: str) -> str:
     return match.group(1) if match else ""
 
 
-def main(argv: list[str] | None = None) -> int:
-    parser = arguments(__doc__)
+def dnsperf_arguments(parser: argparse.ArgumentParser, sides: str) -> None:
+    """The load both DNS benchmarks put on each side, in rounds of ``sides``."""
     parser.add_argument("--duration", type=int, default=8, help="seconds per dnsperf run (8)")
-    parser.add_argument("--rounds", type=int, default=3, help="rounds of A B C (3)")
+    parser.add_argument("--rounds", type=int, default=3, help=f"rounds of {sides} (3)")
     parser.add_argument("--clients", type=int, default=4, help="dnsperf -c: client sockets (4)")
     parser.add_argument("--threads", type=int, default=1, help="dnsperf -T: threads (1)")
     parser.add_argument(
         "--outstanding", type=int, default=200, help="dnsperf -q: queries in flight (200)"
     )
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = arguments(__doc__)
+    dnsperf_arguments(parser, "A B C")
     parser.add_argument(
         "--event-sample", type=int, default=100, help="N for the --events sample round (100)"
     )

@@ -8,7 +8,6 @@ import os
 import signal
 import subprocess
 import sys
-from collections.abc import Iterator
 from typing import Any
 
 import pytest
@@ -23,14 +22,9 @@ COLLECTOR_PORT = 7071
 
 
 @pytest.fixture
-def replicas() -> Iterator[list[subprocess.Popen[bytes]]]:
+def replicas(own_processes: list[subprocess.Popen[bytes]]) -> list[subprocess.Popen[bytes]]:
     """Endpoint hosts the test starts (the lab did not): killed by PID afterwards."""
-    started: list[subprocess.Popen[bytes]] = []
-    yield started
-    for process in started:
-        if process.poll() is None:
-            process.kill()
-        process.wait(timeout=10)
+    return own_processes
 
 
 def scalable_lab() -> dict[str, Any]:

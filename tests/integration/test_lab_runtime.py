@@ -9,7 +9,7 @@ import socket
 import subprocess
 import sys
 import textwrap
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -30,17 +30,6 @@ pytestmark = pytest.mark.integration
 def query(lab: TestLab, name: str, rdtype: str) -> dns.message.Message:
     host, port = lab.status()["dns"]["address"].rsplit(":", 1)
     return dns.query.udp(dns.message.make_query(name, rdtype), host, port=int(port), timeout=2)
-
-
-@pytest.fixture
-def own_processes() -> Iterator[list[subprocess.Popen[bytes]]]:
-    """Processes a test starts itself (components the lab attaches to); killed by PID after."""
-    started: list[subprocess.Popen[bytes]] = []
-    yield started
-    for process in started:
-        if process.poll() is None:
-            process.kill()
-        process.wait(timeout=10)
 
 
 def free_port(host: str) -> int:
