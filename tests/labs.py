@@ -7,6 +7,7 @@ address or a lab name.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 from emulator.lab.addresses import next_block
@@ -51,3 +52,19 @@ def fresh_lab_dict(**overrides: Any) -> dict[str, Any]:
     for key, value in overrides.items():
         lab[key] = value(prefix) if callable(value) else value
     return lab
+
+
+Match = Callable[[dict[str, Any]], bool]
+
+
+def kind(name: str, component: str | None = None, **fields: Any) -> Match:
+    """An event predicate: this kind, from this component if given, with these field values."""
+
+    def match(event: dict[str, Any]) -> bool:
+        return (
+            event["kind"] == name
+            and (component is None or event["component"] == component)
+            and all(event.get(k) == v for k, v in fields.items())
+        )
+
+    return match

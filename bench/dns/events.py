@@ -41,7 +41,7 @@ from run import (  # noqa: E402  (bench/dns/run.py)
     RECORDS,
     TTL,
     Server,
-    check_answers,
+    check_all,
     dnsperf,
     dnsperf_arguments,
     nsd_version,
@@ -100,10 +100,7 @@ def benchmark(args: argparse.Namespace) -> int:
             start(standalone, b'"ready"')
             start(off, b'"ready"')
             start(nsd_server, None)
-            for server in servers:
-                problem = check_answers(server)
-                if problem:
-                    raise RuntimeError(f"{server.name} answers differently: {problem}")
+            check_all(servers)
             print(
                 f"dnsperf -l {args.duration} -c {args.clients} -T {args.threads} "
                 f"-q {args.outstanding} -t 2, {args.rounds} rounds, interleaved",

@@ -253,6 +253,15 @@ def answers(address: str) -> bool:
     return True
 
 
+def check_all(servers: list[Server]) -> None:
+    """Every side gives the same answers before any is timed; RuntimeError names the first
+    that does not."""
+    for server in servers:
+        problem = check_answers(server)
+        if problem:
+            raise RuntimeError(f"{server.name} answers differently: {problem}")
+
+
 def check_answers(server: Server) -> str:
     """The same answers from every server: SRV with two targets, the cluster's two A
     records, NXDOMAIN. Returns '' when fine, else what differs."""
@@ -429,10 +438,7 @@ def benchmark(args: argparse.Namespace) -> int:
         start(ours, b'"ready"')
         start(stock, b"ready")
         start(nsd_server, None)
-        for server in servers:
-            problem = check_answers(server)
-            if problem:
-                raise RuntimeError(f"{server.name} answers differently: {problem}")
+        check_all(servers)
         print(
             f"dnsperf -l {args.duration} -c {args.clients} -T {args.threads} "
             f"-q {args.outstanding} -t 2, {args.rounds} rounds, {os.cpu_count()} CPUs; "

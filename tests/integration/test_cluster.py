@@ -13,11 +13,11 @@ from typing import Any
 import pytest
 
 from emulator.lab.testing import TestLab
+from tests.labs import Match, kind
 
 pytestmark = pytest.mark.integration
 
 A, B, C = "1001@uctest.local", "1002@uctest.local", "1003@uctest.local"
-Match = Callable[[dict[str, Any]], bool]
 
 
 def dns(prefix: str) -> dict[str, Any]:
@@ -55,17 +55,6 @@ def endpoints(prefix: str) -> list[dict[str, Any]]:
         endpoint("1002", f"{prefix}.12", 102, 10),
         endpoint("1003", f"{prefix}.11", 103, 30),
     ]
-
-
-def kind(name: str, component: str | None = None, **fields: Any) -> Match:
-    def match(event: dict[str, Any]) -> bool:
-        return (
-            event["kind"] == name
-            and (component is None or event["component"] == component)
-            and all(event.get(k) == v for k, v in fields.items())
-        )
-
-    return match
 
 
 def registered(aor: str, address: str) -> Match:

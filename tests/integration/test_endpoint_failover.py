@@ -13,6 +13,7 @@ from typing import Any
 import pytest
 
 from emulator.lab.testing import TestLab
+from tests.labs import kind
 
 pytestmark = pytest.mark.integration
 
@@ -34,13 +35,6 @@ def endpoint(prefix: str, **settings: Any) -> list[dict[str, Any]]:
             **settings,
         }
     ]
-
-
-def kind(name: str, **fields: Any) -> Callable[[dict[str, Any]], bool]:
-    def match(event: dict[str, Any]) -> bool:
-        return event["kind"] == name and all(event.get(k) == v for k, v in fields.items())
-
-    return match
 
 
 def other_peer(lab: TestLab, name: str) -> dict[str, Any]:

@@ -15,22 +15,9 @@ from typing import Any
 import pytest
 
 from emulator.lab.testing import TestLab, leftovers
-from tests.labs import fresh_lab_dict, lab_dict
+from tests.labs import Match, fresh_lab_dict, kind, lab_dict
 
 pytestmark = pytest.mark.integration
-
-Match = Callable[[dict[str, Any]], bool]
-
-
-def kind(name: str, component: str | None = None, **fields: Any) -> Match:
-    def match(event: dict[str, Any]) -> bool:
-        return (
-            event["kind"] == name
-            and (component is None or event["component"] == component)
-            and all(event.get(k) == v for k, v in fields.items())
-        )
-
-    return match
 
 
 def peer(lab: TestLab, name: str) -> dict[str, Any]:
