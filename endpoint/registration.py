@@ -465,8 +465,12 @@ class Registration:
             self._ping(reg, now)
         if reg.refresh_at is not None and now >= reg.refresh_at:
             reg.refresh_at = None
-            self._move(reg, _I.REFRESH_DUE, now)
-            self._send_register(reg, now)
+            spare = self._spare_target(reg, now)
+            if spare is not None:
+                self._relocate(reg, spare, now)
+            else:
+                self._move(reg, _I.REFRESH_DUE, now)
+                self._send_register(reg, now)
         if reg.retry_at is not None and now >= reg.retry_at:
             reg.retry_at = None
             reg.tried.clear()
@@ -558,6 +562,30 @@ class Registration:
             and other.target is not None
             and other.state not in (_F.FAILED, _F.BACKOFF, _F.HALTED, _F.INACTIVE)
         }
+
+    def _spare_target(self, reg: _RegFlow, now: float) -> Target | None:
+        """With Outbound On, for a flow on the same peer as another flow: a usable target of
+        its list that no other flow uses and that has not failed within ``failed_memory``."""
+        if reg.reg_id is None or reg.target is None:
+            return None
+        held = self._held_by_others(reg)
+        if _target_key(reg.target) not in held:
+            return None
+        memory = self.config.failed_memory
+        for target in reg.targets:
+            key = _target_key(target)
+            failed_at = self._failed_at.get(key)
+            recent = failed_at is not None and now - failed_at < memory
+            if usable(target, self.config.transport) and key not in held and not recent:
+                return target
+        return None
+
+    def _relocate(self, reg: _RegFlow, target: Target, now: float) -> None:
+        """Leave the shared peer for ``target``: the old connection closes (the registrar
+        ends that flow's binding) while the other flow keeps the endpoint registered."""
+        self._close(reg)
+        self._move(reg, _I.RELOCATE, now)
+        self._use(reg, target, now)
 
     def _try_next_target(self, reg: _RegFlow, now: float) -> None:
         held = self._held_by_others(reg)

@@ -66,6 +66,7 @@ class FlowInput(Enum):
     REFRESH_DUE = "refresh timer"
     NEXT_TARGET = "policy: try the next target"
     REQUERY = "policy: resolve again"
+    RELOCATE = "policy: move to a peer no other flow uses"
     EXHAUSTED = "policy: every target tried"
     RETRY_DUE = "backoff timer"
     DEREGISTER = "graceful stop"
@@ -129,6 +130,10 @@ FLOW_TRANSITIONS: dict[FlowState, dict[FlowInput, FlowState]] = {
     _F.REGISTERED: {
         **_ANY,
         _I.REFRESH_DUE: _F.REFRESHING,
+        # Outbound On: a flow that failed over onto a peer another flow uses goes back to a
+        # peer of its own at a refresh, once that peer's failure is old (RFC 5626 §4.2: the
+        # flows of an instance are its redundancy only while they reach different peers).
+        _I.RELOCATE: _F.CONNECTING,
         _I.TRANSPORT_ERROR: _F.FAILED,
         _I.DEREGISTER: _F.UNREGISTERING,
     },

@@ -13,7 +13,7 @@ from typing import Any
 import pytest
 
 from emulator.lab.testing import TestLab
-from tests.labs import kind
+from tests.labs import Match, kind
 
 pytestmark = pytest.mark.integration
 
@@ -146,8 +146,8 @@ def test_outbound_on_survives_a_kill_with_no_gap(make_lab: Callable[..., TestLab
         what="second flow registered",
     )
     assert flows["aor"] == AOR
-    peers = {p["name"]: p["registrations"] for p in lab.status()["peers"]}
-    assert peers == {"exp1": 1, "exp2": 1}  # one flow to each peer, both bound
+    for peer in ("exp1", "exp2"):  # one flow to each peer, both bound (their own events)
+        lab.until(kind("binding.added", peer, aor=AOR), since=0, timeout=10, what=f"{peer} bound")
     seq = lab.seq()
     lab.kill("exp1")
     lost = lab.until(
@@ -168,6 +168,52 @@ def test_outbound_on_survives_a_kill_with_no_gap(make_lab: Callable[..., TestLab
     # No gap: the endpoint as a whole never left Registered.
     overall = [e for e in lab.events(since=seq) if e["kind"] == "registration.state"]
     assert overall == []
+    assert lab.endpoint()["state"] == "Registered"
+
+
+def test_outbound_flows_spread_out_again_so_a_second_kill_leaves_no_gap(
+    make_lab: Callable[..., TestLab],
+) -> None:
+    # Short registrations and a short failed-peer memory: once exp1 is back, the next refresh
+    # of a flow sharing exp2 moves it to exp1.
+    lab = make_lab(
+        registrar={"min_expires": 1, "max_expires": 2, "default_expires": 2},
+        endpoints=lambda p: endpoint(
+            p, outbound=True, keepalive_interval=1.0, expires=2, failed_memory=1
+        ),
+    )
+
+    def flow_registered(reg_id: int | None = None, address: str | None = None) -> Match:
+        return lambda e: (
+            e["kind"] == "registration.flow"
+            and e["state"] == "Registered"
+            and (reg_id is None or e["reg_id"] == reg_id)
+            and (address is None or e["registrar"].startswith(f"{address}:"))
+        )
+
+    lab.until(flow_registered(2), since=0, timeout=15, what="second flow registered")
+    exp1 = next(p["address"] for p in lab.status()["peers"] if p["name"] == "exp1")
+    seq = lab.seq()
+    lab.kill("exp1")
+    lost = lab.until(
+        kind("registration.flow", state="Failed"), since=seq, timeout=10, what="a flow failed"
+    )
+    # Both flows now on exp2: the lost one found no other peer.
+    lab.until(flow_registered(lost["reg_id"]), since=lost["seq"], timeout=15, what="lost flow back")
+    started = lab.seq()
+    lab.start("exp1")
+    moved = lab.until(
+        flow_registered(address=exp1), since=started, timeout=20, what="a flow back on exp1"
+    )
+    lab.kill("exp2")  # the other peer: the flow on exp1 carries the registration
+    lab.until(
+        kind("registration.flow", state="Failed", reg_id=3 - moved["reg_id"]),
+        since=moved["seq"],
+        timeout=10,
+        what="the flow on exp2 failed",
+    )
+    overall = [e for e in lab.events(since=seq) if e["kind"] == "registration.state"]
+    assert overall == []  # registered all along, through both kills
     assert lab.endpoint()["state"] == "Registered"
 
 

@@ -378,6 +378,36 @@ def test_outbound_registers_two_flows_to_two_peers_and_survives_one() -> None:
     assert (1, "Failed") in flow_states
 
 
+def test_an_outbound_flow_that_failed_over_onto_the_other_flows_peer_goes_back_later(
+    arrows: list[Arrow],
+) -> None:
+    d = Driver(outbound=True, failed_memory=60, keepalive=False)  # no pings to answer
+    d.start()
+    d.answer(200, 0)
+    d.answer(200, 1)
+    d.reg.flow_closed(d.flow(0), "reset", 1.0)  # the peer of flow 1 dies...
+    d.pump()
+    assert d.reg._flows[0].target == TCP2  # ...so it joins flow 2's peer, the only one left
+    d.answer(200, 0)
+    # A refresh within failed_memory of the failure stays put: the dead peer is not retried.
+    d.at(1.0 + 54.0)
+    assert d.state is _F.REFRESHING
+    assert d.reg._flows[0].target == TCP2
+    d.answer(200, 0)
+    d.answer(200, 1)  # flow 2's own refresh, due at 54
+    # The next one is past it: the flow moves back to a peer of its own.
+    d.at(55.0 + 54.0)
+    assert d.reg._flows[0].target == TCP1
+    assert d.state is _F.REGISTERING
+    d.answer(200, 0)
+    d.answer(200, 1)
+    assert [r.target for r in d.reg._flows] == [TCP1, TCP2]
+    assert [r.state for r in d.reg._flows] == [_F.REGISTERED, _F.REGISTERED]
+    overall = [e["state"] for e in d.events.of("registration.state")]
+    assert overall == ["Registering", "Registered"]  # registered all along
+    assert (_F.REGISTERED, _I.RELOCATE, _F.CONNECTING) in arrows
+
+
 def test_static_proxies_with_outbound_off_use_proxy1_only_and_warn() -> None:
     d = Driver(proxy="127.0.0.11", proxy2="127.0.0.12")
     d.start([Target(0, "tcp", "127.0.0.11", 5060, False)])
@@ -517,6 +547,7 @@ def test_every_arrow_of_both_tables_is_one_the_core_takes(
     to_unregistering(d)
     d.reg.deregister(d.now)  # a second graceful stop while the first is in flight
     test_refresh_then_keepalive_timeout_is_a_transport_error(arrows)
+    test_an_outbound_flow_that_failed_over_onto_the_other_flows_peer_goes_back_later(arrows)
     d = Driver()
     to_registered(d)
     d.reg.pong_received(d.flow(), 1.0)  # unsolicited pong while waiting
