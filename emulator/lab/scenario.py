@@ -235,13 +235,11 @@ def experiment_lab(base: LabConfig, option: str, endpoints: int | None) -> LabCo
     if option not in OPTIONS:
         raise ValueError(f"unknown option {option!r}; options are: {', '.join(OPTIONS)}")
     template = base.endpoints[0] if base.endpoints else EndpointSpec(uri=f"1001@{base.domain}")
-    if option == "srv":
-        proxies = {"proxy": base.domain, "proxy2": None, "proxy3": None, "proxy4": None}
-    elif option == "rr":
-        proxies = {"proxy": f"{base.dns.cluster_name}.{base.domain}"}
-        proxies |= {"proxy2": None, "proxy3": None, "proxy4": None}
+    if option in ("srv", "rr"):
+        name = base.domain if option == "srv" else f"{base.dns.cluster_name}.{base.domain}"
+        proxies = _proxy_settings([name])
     else:
-        proxies = _static_proxies(base, template.transport)
+        proxies = _proxy_settings(_static_proxies(base, template.transport))
     count = endpoints if endpoints is not None else max(1, base.endpoint_count())
     # One endpoint keeps its own process and name; more are one group, URIs 1001@domain up.
     group = template.model_copy(
@@ -261,8 +259,8 @@ def experiment_lab(base: LabConfig, option: str, endpoints: int | None) -> LabCo
     return LabConfig.model_validate(data)
 
 
-def _static_proxies(base: LabConfig, transport: str) -> dict[str, str | None]:
-    """Proxy[1..4]: the first four peers by address (and port, where not the default)."""
+def _static_proxies(base: LabConfig, transport: str) -> list[str]:
+    """The first four peers by address (and port, where not the transport's default)."""
     if not base.peers:
         raise ValueError("the static and outbound options need at least one peer in the lab")
     addresses = []
@@ -271,6 +269,11 @@ def _static_proxies(base: LabConfig, transport: str) -> dict[str, str | None]:
         default = 5061 if transport == "tls" else 5060
         host = f"[{peer.address}]" if peer.address.version == 6 else str(peer.address)
         addresses.append(host if port in (None, default) else f"{host}:{port}")
+    return addresses
+
+
+def _proxy_settings(addresses: list[str]) -> dict[str, str | None]:
+    """Proxy[1..4] as endpoint settings; those not given are cleared."""
     names = ("proxy", "proxy2", "proxy3", "proxy4")
     return {name: addresses[i] if i < len(addresses) else None for i, name in enumerate(names)}
 

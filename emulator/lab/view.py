@@ -178,10 +178,12 @@ class EndpointStatus:
         elif kind == Kind.REGISTRATION_FLOW:
             # The overall state stays Registered while one flow lives: which registrars hold
             # the endpoint is only in its flows' events.
-            state, registrar = str(event.get("state")), event.get("registrar")
-            live = state == "Registered" and isinstance(registrar, str)
-            self.flows[event.get("reg_id")] = (state, registrar if live else None)
-            self._follow_flows()
+            reg_id, state = event.get("reg_id"), event.get("state")
+            registrar = event.get("registrar")
+            if isinstance(reg_id, int) and isinstance(state, str):  # else not a flow's event
+                live = state == "Registered" and isinstance(registrar, str)
+                self.flows[reg_id] = (state, registrar if live else None)
+                self._follow_flows()
         elif kind in (Kind.PROCESS_EXITED, Kind.COMPONENT_LEFT):
             self.state, self.pid = "Inactive", None
             self.reason = "process exited" if kind == Kind.PROCESS_EXITED else "left the lab"

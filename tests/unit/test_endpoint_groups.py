@@ -203,3 +203,13 @@ def test_one_aor_of_a_host_renders_the_seed_line_for_line(
     assert [line.split(" ", 1)[1] for line in rendered] == [
         line.split(" ", 1)[1] for line in expected
     ]
+
+
+def test_a_flow_event_without_a_usable_reg_id_changes_nothing() -> None:
+    view = LabView.of(lab({"uri": "1001@uctest.local", "outbound": True}))
+    (endpoint,) = view.endpoints.values()
+    for reg_id in (None, "1", [1]):
+        fields = {"aor": endpoint.uri, "reg_id": reg_id, "state": "Registered", "registrar": "r"}
+        view.apply(Event(1.0, endpoint.host, "registration.flow", fields))
+    assert endpoint.flows == {}
+    assert endpoint.to_dict()["flows"] == []
