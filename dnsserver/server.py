@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import errno
 import socket
 from collections import Counter
 from collections.abc import Callable
@@ -51,6 +52,8 @@ CellKey = tuple[str, str, str, bool, bool]
 # recvmmsg calls per readable event: up to 8 x 64 datagrams, then back to the loop so TCP,
 # control commands and timers are not starved under a flood.
 BATCHES_PER_WAKEUP = 8
+# Kernel-chosen UDP ports to try before giving up when each one's TCP twin is taken.
+_FREE_PORT_ATTEMPTS = 20
 
 
 def _client_text(client: Address) -> str:
@@ -266,19 +269,26 @@ class DnsServer:
         return str(self.config.address)
 
     async def start(self) -> None:
-        try:
-            # Port 0 asks for any free port: TCP then takes the same number as UDP.
-            self.port = await self._listen_udp()
-        except OSError as exc:
-            raise ComponentStartError(self._bind_error("udp", exc)) from None
-        assert self._udp is not None
-        try:
-            self._tcp = await asyncio.start_server(
-                self._serve_tcp, self.host, self.port, reuse_address=True
-            )
-        except OSError as exc:
-            self._udp.close()
-            raise ComponentStartError(self._bind_error("tcp", exc)) from None
+        # Port 0 asks for any free port: TCP then takes the same number as UDP, which
+        # another socket may already hold over TCP, so a kernel-chosen port is tried again.
+        wanted = self.port
+        for attempt in range(1, _FREE_PORT_ATTEMPTS + 1):
+            self.port = wanted
+            try:
+                self.port = await self._listen_udp()
+            except OSError as exc:
+                raise ComponentStartError(self._bind_error("udp", exc)) from None
+            assert self._udp is not None
+            try:
+                self._tcp = await asyncio.start_server(
+                    self._serve_tcp, self.host, self.port, reuse_address=True
+                )
+                break
+            except OSError as exc:
+                self._udp.close()
+                self._udp = None
+                if wanted != 0 or exc.errno != errno.EADDRINUSE or attempt == _FREE_PORT_ATTEMPTS:
+                    raise ComponentStartError(self._bind_error("tcp", exc)) from None
         if self.config.metrics is not None:
             try:
                 self.metrics = MetricsListener(self, self.config.metrics)

@@ -343,3 +343,40 @@ def test_answers_too_big_for_a_send_slot_go_out_alone(monkeypatch: pytest.Monkey
             await server.close()
 
     asyncio.run(main())
+
+
+@pytest.mark.parametrize("batch_udp", [True, False])
+def test_a_kernel_chosen_port_whose_tcp_twin_is_taken_is_chosen_again(
+    monkeypatch: pytest.MonkeyPatch, batch_udp: bool
+) -> None:
+    """Port 0: the first UDP port the kernel hands out is held over TCP by someone else
+    (here, the test), as happens when many runs share a machine; the server takes another."""
+    holder = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    holder.bind(("127.0.0.1", 0))
+    holder.listen()
+    taken = holder.getsockname()[1]
+    listen_udp = DnsServer._listen_udp
+    calls: list[int] = []
+
+    async def first_lands_on_taken(self: DnsServer) -> int:
+        calls.append(self.port)
+        if len(calls) == 1:
+            self.port = taken
+        return await listen_udp(self)
+
+    monkeypatch.setattr(DnsServer, "_listen_udp", first_lands_on_taken)
+
+    async def main() -> None:
+        server = await start("127.0.0.1", batch_udp=batch_udp)
+        try:
+            assert calls == [0, 0]
+            assert server.port != taken
+            wires = [dns.message.make_query(CLUSTER, "A", id=i).to_wire() for i in range(3)]
+            assert sorted(await answers_from(server, "127.0.0.1", wires)) == [0, 1, 2]
+        finally:
+            await server.close()
+
+    try:
+        asyncio.run(main())
+    finally:
+        holder.close()
