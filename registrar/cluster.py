@@ -44,7 +44,9 @@ class ClusterProtocolError(ValueError):
     """A peer sent something that is not a cluster message; the shell drops its link."""
 
 
-@dataclass(frozen=True, slots=True)
+# Not frozen: a frozen dataclass sets each field through object.__setattr__, and one Entry is
+# built per binding event (entries are replaced whole, never changed in place).
+@dataclass(slots=True)
 class Entry:
     peer: str
     aor: str
@@ -323,6 +325,8 @@ class ClusterView:
         return list({r[1] for r in self._entries if r[0] == peer})
 
     def _check_double(self, aor: str) -> None:
+        if aor not in self._doubles and len(self._by_aor.get(aor, ())) < 2:
+            return  # the usual case, checked on every refresh: one binding, and no double
         peers = tuple(self.bound(aor))
         was = self._doubles.get(aor)
         if len(peers) > 1 and peers != was:

@@ -1,9 +1,10 @@
 """The registrar, sans-I/O: SIP requests in, SIP responses out, bindings and timers as data.
 
 Driven like aioquic's connection: the shell calls ``receive`` for each message and
-``flow_closed`` when a connection ends, sends what ``pop_outgoing`` returns, and wakes
-``handle_timer`` at ``next_timer``. The wall clock (for ``Date``) and all randomness (tags,
-nonces, ``variable`` expiries) come from the shell, so every rule runs under a fake clock.
+``flow_closed`` when a connection ends, sends what ``pop_outgoing`` returns, tells the cluster
+about the AORs ``pop_changed`` returns, and wakes ``handle_timer`` at ``next_timer``. The wall
+clock (for ``Date``) and all randomness (tags, nonces, ``variable`` expiries) come from the
+shell, so every rule runs under a fake clock.
 
 Behaviour follows RFC 3261 §10.3 and an Expressway peer: only its SIP domains, expiry by the
 ``maximum`` or ``variable`` refresh strategy, a maintenance mode that keeps bindings but answers
@@ -101,13 +102,17 @@ class RegistrarCore:
         self._full = False
         self._date: tuple[int, str] = (0, "")  # the Date header of the current second
         self._outgoing: list[tuple[Flow, bytes]] = []
+        # AORs whose bindings changed since the shell last asked (an ordered set).
+        self._changed: dict[str, None] = {}
         self._transactions: dict[tuple[str, str, str], tuple[ServerTransaction, Flow]] = {}
         self._tx_deadlines: Deadlines[tuple[str, str, str]] = Deadlines()
         # HIGH kinds counted here, so that their fields are only built for the events that go
         # out (``events`` must then be the emitter that ``governor`` belongs to).
         self._answered: Tally | None = None
+        self._refreshed: Tally | None = None
         if governor is not None:
             self._answered = governor.tally(Kind.REGISTER_ANSWERED)
+            self._refreshed = governor.tally(Kind.BINDING_REFRESHED)
 
     # -- the sans-I/O verbs ------------------------------------------------------------
 
@@ -138,6 +143,7 @@ class RegistrarCore:
         """A connection ended: its outbound bindings end with it (RFC 5626 §6)."""
         for binding in self.bindings.on_flow(flow):
             self.bindings.remove(binding.aor, binding.key)
+            self._changed[binding.aor] = None
             self.counts["removed"] += 1
             self._events.emit(
                 Kind.BINDING_REMOVED,
@@ -153,6 +159,29 @@ class RegistrarCore:
         out, self._outgoing = self._outgoing, []
         return out
 
+    def pop_changed(self) -> list[str]:
+        """The AORs whose bindings were added, refreshed or removed since the last call."""
+        if not self._changed:
+            return []
+        changed, self._changed = list(self._changed), {}
+        return changed
+
+    def restore(self, binding: Binding, now: float, source: str) -> bool:
+        """Put back a binding held before a restart (learned from the cluster), unless the
+        client has registered it since; returns whether it was put back."""
+        if not self.bindings.restore(binding):
+            return False
+        self._changed[binding.aor] = None
+        self._events.emit(
+            Kind.BINDING_RESTORED,
+            aor=binding.aor,
+            contact=binding.contact,
+            expires=binding.remaining(now),
+            source=source,
+            registrations=len(self.bindings),
+        )
+        return True
+
     def next_timer(self) -> float | None:
         times = [self.bindings.next_expiry(), self._tx_deadlines.next()]
         if self._auth is not None:
@@ -163,6 +192,7 @@ class RegistrarCore:
     def handle_timer(self, now: float) -> None:
         for binding in self.bindings.expire(now):
             self.counts["expired"] += 1
+            self._changed[binding.aor] = None
             self._events.emit(
                 Kind.BINDING_EXPIRED,
                 aor=binding.aor,
@@ -208,6 +238,12 @@ class RegistrarCore:
         else:
             self._tx_deadlines.set(key, when)
 
+    @staticmethod
+    def _admit(tally: Tally | None) -> int:
+        """A HIGH happening counted: 0 for no event, else the happenings its event stands for
+        (every one gets an event when the core has no governor)."""
+        return 1 if tally is None else tally.admit()
+
     def _tag(self) -> str:
         return f"{self._rng.getrandbits(48):012x}"
 
@@ -235,7 +271,7 @@ class RegistrarCore:
             response = response_to(request, reject.status, reject.reason, tag=self._tag())
             for name, value in reject.headers:
                 response.headers.add(name, value)
-        sample = 1 if self._answered is None else self._answered.admit()
+        sample = self._admit(self._answered)
         if sample:
             self._events.emit(
                 Kind.REGISTER_ANSWERED,
@@ -304,6 +340,7 @@ class RegistrarCore:
             removed = self.bindings.remove(aor, change.key)
             if removed is not None:
                 self.counts["removed"] += 1
+                self._changed[aor] = None
                 self._events.emit(
                     Kind.BINDING_REMOVED,
                     aor=aor,
@@ -325,17 +362,25 @@ class RegistrarCore:
             change.reg_id,
         )
         self.bindings.put(binding)
-        self.counts["refreshed" if old is not None else "added"] += 1
-        self._events.emit(
-            Kind.BINDING_REFRESHED if old is not None else Kind.BINDING_ADDED,
-            aor=aor,
-            contact=change.contact,
-            expires=change.expires,
-            source=binding.source,
-            flow=str(flow),
-            registrations=len(self.bindings),
-            **({"reg_id": change.reg_id, "instance": change.instance} if change.reg_id else {}),
-        )
+        self._changed[aor] = None
+        if old is None:
+            self.counts["added"] += 1
+            kind, sample = Kind.BINDING_ADDED, 1
+        else:
+            self.counts["refreshed"] += 1
+            kind, sample = Kind.BINDING_REFRESHED, self._admit(self._refreshed)
+        if sample:
+            self._events.emit(
+                kind,
+                aor=aor,
+                contact=change.contact,
+                expires=change.expires,
+                source=binding.source,
+                flow=str(flow),
+                registrations=len(self.bindings),
+                **({"reg_id": change.reg_id, "instance": change.instance} if change.reg_id else {}),
+                **_sampled(sample),
+            )
 
     def _authenticate(self, request: Request, user: str, aor: str, flow: Flow, now: float) -> None:
         assert self._auth is not None

@@ -7,13 +7,11 @@ import gc
 import random
 import ssl
 import time
-from collections.abc import Callable
-from typing import Any
 
 from emulator.component import ComponentContext, ComponentStartError
-from emulator.events import EventSink
 from emulator.kinds import Kind
 from emulator.metrics import MetricsListener
+from emulator.osrandom import BlockRandom
 from emulator.rearm import Rearm
 from emulator.sip.linkfault import register_link_ops
 from emulator.sip.message import Message
@@ -25,35 +23,12 @@ from registrar.metrics import RegistrarCollector
 from registrar.peerlink import PeerLink
 from registrar.tls import server_context
 
-_BINDING_KINDS = frozenset(
-    {
-        Kind.BINDING_ADDED,
-        Kind.BINDING_REFRESHED,
-        Kind.BINDING_REMOVED,
-        Kind.BINDING_EXPIRED,
-        Kind.BINDING_RESTORED,
-    }
-)
 # Young collections between two full ones (CPython's default: 10). Under load the peer keeps
 # hundreds of thousands of long-lived objects (bindings; UDP server transactions, kept 32 s for
 # Timer J), and a full collection walks them all: at 4,000 REGISTER/s that was a stall of about
 # half a second every ten seconds (SIPp retransmits after 500 ms) and a quarter of the CPU.
 # That state holds no reference cycles, so full collections can be rare.
 GC_FULL_AFTER = 1000
-
-
-class _Tee:
-    """The core's event sink: every event goes on to the lab, and a binding event also tells
-    the cluster view about its AOR (ahead of any sampling, so no refresh is missed)."""
-
-    def __init__(self, sink: EventSink, on_binding: Callable[[str], None]) -> None:
-        self._sink = sink
-        self._on_binding = on_binding
-
-    def emit(self, kind: str, /, **fields: Any) -> None:
-        if kind in _BINDING_KINDS:
-            self._on_binding(fields["aor"])
-        self._sink.emit(kind, **fields)
 
 
 def _quiet_gc() -> None:
@@ -69,10 +44,9 @@ class RegistrarServer:
         self.ctx = ctx
         # A seed makes a run repeatable ("variable" expiries, tags, nonces); without one, nonces
         # must not be guessable, so they come from the OS.
-        rng = random.Random(config.seed) if config.seed is not None else random.SystemRandom()
-        self._events = _Tee(ctx.emitter, self._binding_changed)
+        rng = random.Random(config.seed) if config.seed is not None else BlockRandom()
         self.core = RegistrarCore(
-            config, self._events, wall_clock=time.time, rng=rng, governor=ctx.governor
+            config, ctx.emitter, wall_clock=time.time, rng=rng, governor=ctx.governor
         )
         self.transport = SipTransport(self)
         self.metrics: MetricsListener | None = None
@@ -86,27 +60,15 @@ class RegistrarServer:
             PeerLink(self.cluster, config, self._restore) if config.cluster_port else None
         )
 
-    # The cluster view: fed by our binding events, by the peer link, and by its own timer.
-    def _binding_changed(self, aor: str) -> None:
-        self.cluster.local(aor, self.core.bindings.for_aor(aor), self._loop.time())
-        if self.peerlink is not None:
-            self.peerlink.broadcast()
-
+    # The cluster view: fed by the core's changed AORs, by the peer link, and by its own timer.
     def _restore(self) -> None:
         """Put back the bindings the peers say we held before a restart."""
         now = self._loop.time()
         port = self.config.udp_port or self.config.tcp_port or self.config.tls_port or 0
         local = (str(self.config.address), port)
         for entry in self.cluster.pop_restores():
-            if entry.expires_at > now and self.core.bindings.restore(binding_of(entry, local)):
-                self._events.emit(
-                    Kind.BINDING_RESTORED,
-                    aor=entry.aor,
-                    contact=entry.contact,
-                    expires=round(entry.expires_at - now),
-                    source=entry.source,
-                    registrations=len(self.core.bindings),
-                )
+            if entry.expires_at > now:
+                self.core.restore(binding_of(entry, local), now, entry.source)
         self._pump()
         self._cluster_timer.arm(self.cluster.next_timer())
 
@@ -130,6 +92,13 @@ class RegistrarServer:
     def _pump(self) -> None:
         for flow, data in self.core.pop_outgoing():
             self.transport.send(flow, data)
+        changed = self.core.pop_changed()
+        if changed:
+            now = self._loop.time()
+            for aor in changed:
+                self.cluster.local(aor, self.core.bindings.for_aor(aor), now)
+            if self.peerlink is not None:
+                self.peerlink.broadcast()
         self._timer.arm(self.core.next_timer())
 
     def _on_timer(self) -> None:

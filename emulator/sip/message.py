@@ -10,8 +10,9 @@ import functools
 import ipaddress
 import re
 import secrets
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass
+from types import MappingProxyType
 from typing import TypeVar
 
 __all__ = [
@@ -109,6 +110,9 @@ _LIST_HEADERS = frozenset(
 )  # fmt: skip
 
 
+_NO_VALUES: list[str] = []  # never changed: get_all copies what it returns
+
+
 def _canonical(name: str) -> str:
     return _CANONICAL.get(name.lower(), name)
 
@@ -167,12 +171,15 @@ class Headers:
     a, j, d, y, n) are expanded to their canonical long names when parsed or added, so
     get("v") == get("Via")."""
 
-    __slots__ = ("_entries",)
+    __slots__ = ("_entries", "_index")
     __hash__ = None  # type: ignore[assignment]  # mutable
 
     def __init__(self, items: Iterable[tuple[str, str]] = ()) -> None:
         # (lookup key, canonical name, value): the key is computed once, not on every lookup.
         self._entries: list[tuple[str, str, str]] = []
+        # Lookup key -> values in order, built at the first lookup and dropped by any change:
+        # a received message is read a dozen times and changed never.
+        self._index: dict[str, list[str]] | None = None
         for name, value in items:
             self.add(name, value)
 
@@ -183,36 +190,50 @@ class Headers:
         headers._entries = entries
         return headers
 
+    def _lookup(self) -> dict[str, list[str]]:
+        index = self._index
+        if index is None:
+            index = {}
+            for k, _, v in self._entries:
+                found = index.get(k)
+                if found is None:
+                    index[k] = [v]
+                else:
+                    found.append(v)
+            self._index = index
+        return index
+
     def get(self, name: str) -> str | None:
-        key = _key(name)
-        for k, _, v in self._entries:
-            if k == key:
-                return v
-        return None
+        values = self._lookup().get(_key(name))
+        return values[0] if values else None
 
     def get_all(self, name: str) -> list[str]:
         key = _key(name)
-        values = [v for k, _, v in self._entries if k == key]
+        values = self._lookup().get(key, _NO_VALUES)
         if key not in _LIST_HEADERS:
-            return values
+            return list(values)
         return [item for value in values for item in _split_list(value) if item]
 
     def add(self, name: str, value: str) -> None:
         self._entries.append(self._checked(name, value))
+        self._index = None
 
     def set(self, name: str, value: str) -> None:
         entry = self._checked(name, value)
         key = entry[0]
-        first = next((i for i, e in enumerate(self._entries) if e[0] == key), None)
-        if first is None:
-            self._entries.append(entry)
-            return
-        rest = [e for e in self._entries[first + 1 :] if e[0] != key]
-        self._entries[first:] = [entry, *rest]
+        self._index = None
+        entries = self._entries
+        for first, (k, _, _) in enumerate(entries):
+            if k == key:
+                rest = [e for e in entries[first + 1 :] if e[0] != key]
+                entries[first:] = [entry, *rest]
+                return
+        entries.append(entry)
 
     def remove(self, name: str) -> None:
         key = _key(name)
         self._entries = [e for e in self._entries if e[0] != key]
+        self._index = None
 
     def __contains__(self, name: object) -> bool:
         return isinstance(name, str) and self.get(name) is not None
@@ -274,9 +295,12 @@ class Response:
 
 Message = Request | Response
 
-_MANDATORY = ("Via", "From", "To", "Call-ID", "CSeq")
+# (lookup key, name) pairs.
+_MANDATORY = tuple((n.lower(), n) for n in ("Via", "From", "To", "Call-ID", "CSeq"))
 # RFC 4475 §3.1.4 (multi01, mcl01): more than one of these means the message is ambiguous.
-_SINGLE_VALUED = ("From", "To", "Call-ID", "CSeq", "Max-Forwards", "Content-Length")
+_SINGLE_VALUED = tuple(
+    (n.lower(), n) for n in ("From", "To", "Call-ID", "CSeq", "Max-Forwards", "Content-Length")
+)
 _BLANK_LINE_RE = re.compile(rb"\r?\n\r?\n")
 _STATUS_LINE_RE = re.compile(r"(?i:SIP/2\.0) ([0-9]{3})(?: (.*))?", re.S)
 
@@ -311,32 +335,29 @@ def parse_header_section(head: bytes, limits: Limits = DEFAULT_LIMITS) -> tuple[
         lines = [line.removesuffix("\r") for line in text.split("\n")]
         if any("\r" in line for line in lines):
             raise SipParseError("stray CR in the header section")
-    names: list[str] = []
-    values: list[str] = []
+    entries: list[tuple[str, str, str]] = []
     for line in lines[1:]:
         if line[:1] in (" ", "\t"):
-            if not names:
+            if not entries:
                 raise SipParseError("continuation line before the first header")
             # RFC 3261 §7.3.1: a fold is equivalent to a single space.
-            if values[-1]:
-                values[-1] += " "
-            values[-1] += line.strip(_SP_HT)
+            key, canonical, value = entries[-1]
+            folded = line.strip(_SP_HT)
+            entries[-1] = (key, canonical, f"{value} {folded}" if value else folded)
             continue
         name, colon, value = line.partition(":")
-        name = name.rstrip(_SP_HT)
-        if not colon or (name not in _NAMES and not _TOKEN_RE.fullmatch(name)):
-            raise SipParseError(f"malformed header line {line[:40]!r}")
-        names.append(name)
-        values.append(value.strip(_SP_HT))
-        if len(names) > limits.max_headers:
-            raise SipParseError(f"more than {limits.max_headers} headers")
-    entries: list[tuple[str, str, str]] = []
-    for name, value in zip(names, values, strict=True):
         known = _NAMES.get(name)
         if known is None:
-            canonical = _canonical(name)
-            known = canonical.lower(), canonical
-        entries.append((known[0], known[1], value))
+            name = name.rstrip(_SP_HT)
+            known = _NAMES.get(name)
+            if known is None and colon and _TOKEN_RE.fullmatch(name):
+                canonical = _canonical(name)
+                known = canonical.lower(), canonical
+        if not colon or known is None:
+            raise SipParseError(f"malformed header line {line[:40]!r}")
+        entries.append((known[0], known[1], value.strip(_SP_HT)))
+        if len(entries) > limits.max_headers:
+            raise SipParseError(f"more than {limits.max_headers} headers")
     return lines[0], Headers._parsed(entries)
 
 
@@ -387,40 +408,28 @@ def _parse_request_line(line: str) -> tuple[str, str]:
 
 
 def _check_headers(msg: Message) -> None:
-    # One pass over the headers: the first value and the count of each header name.
-    first: dict[str, str] = {}
-    count: dict[str, int] = {}
-    vias: list[str] = []
-    for key, _, value in msg.headers._entries:
-        if key in count:
-            count[key] += 1
-        else:
-            first[key] = value
-            count[key] = 1
-        if key == "via":
-            vias.append(value)
-    for name in _MANDATORY:
-        if name.lower() not in first:
+    index = msg.headers._lookup()  # built once here; every later lookup of the message uses it
+    for key, name in _MANDATORY:
+        if key not in index:
             raise SipParseError(f"missing mandatory header {name}")
-    for name in _SINGLE_VALUED:  # none of them is a list header, so a value is an entry
-        if count.get(name.lower(), 0) > 1:
+    for key, name in _SINGLE_VALUED:  # none of them is a list header, so a value is an entry
+        if len(index.get(key, _NO_VALUES)) > 1:
             raise SipParseError(f"more than one {name} header")
-    parse_name_addr(first["from"])
-    parse_name_addr(first["to"])
+    parse_name_addr(index["from"][0])
+    parse_name_addr(index["to"][0])
     # Every item, empty ones included: "Via: a;;,;,," is malformed (RFC 4475 badinv01).
-    for via_line in vias:
+    for via_line in index["via"]:
         for via in _split_list(via_line):
             parse_via(via)
-    if "contact" in first:
-        for contact in msg.headers.get_all("Contact"):
-            if contact != "*":
-                parse_name_addr(contact)
-    _, cseq_method = parse_cseq(first["cseq"])
+    for contact in msg.headers.get_all("Contact"):
+        if contact != "*":
+            parse_name_addr(contact)
+    _, cseq_method = parse_cseq(index["cseq"][0])
     if isinstance(msg, Request) and cseq_method != msg.method:
         raise SipParseError(f"CSeq method {cseq_method} does not match {msg.method}")
-    max_forwards = first.get("max-forwards")
-    if max_forwards is not None and _small_int(max_forwards, "Max-Forwards") > 255:
-        raise SipParseError(f"Max-Forwards {max_forwards} exceeds 255")
+    max_forwards = index.get("max-forwards")
+    if max_forwards and _small_int(max_forwards[0], "Max-Forwards") > 255:
+        raise SipParseError(f"Max-Forwards {max_forwards[0]} exceeds 255")
 
 
 def _small_int(text: str, what: str) -> int:
@@ -456,37 +465,36 @@ def serialize_message(msg: Message) -> bytes:
 # --- header value grammar --------------------------------------------------------------------
 
 _Parsed = TypeVar("_Parsed")
-_MEMO_SIZE = 512
+# Distinct header values remembered per parser: every REGISTER of a few thousand endpoints
+# repeats its To, Contact and their URIs, while From and Via are new each time.
+_MEMO_SIZE = 8192
+# Parsed parameters are read-only, so one parsed value can be handed to every caller.
+Params = Mapping[str, str | None]
 
 
-def _memoized(
-    copy: Callable[[_Parsed], _Parsed],
-) -> Callable[[Callable[[str], _Parsed]], Callable[[str], _Parsed]]:
+def _memoized(parse: Callable[[str], _Parsed]) -> Callable[[str], _Parsed]:
     """Remember a header-value parser's recent results, keyed by the exact text.
 
     One message asks for the same value several times: parse_message validates From, To,
-    Contact and Via, then the transaction layer and the registrar read them again. A hit costs
-    a dict lookup and ``copy`` (each caller gets its own object and params dict, so no caller
-    can change another's result); text that does not parse is not remembered and raises
-    every time. The table is emptied when full, which bounds it whatever the input.
+    Contact and Via, then the transaction layer and the registrar read them again, and the
+    next REGISTER of the same endpoint carries the same To and Contact. The parsed values are
+    immutable (frozen, with read-only params), so a hit is one dict lookup; text that does not
+    parse is not remembered and raises every time. The table is emptied when full, which
+    bounds it whatever the input.
     """
+    memo: dict[str, _Parsed] = {}
 
-    def decorate(parse: Callable[[str], _Parsed]) -> Callable[[str], _Parsed]:
-        memo: dict[str, _Parsed] = {}
+    @functools.wraps(parse)
+    def parse_memoized(text: str) -> _Parsed:
+        found = memo.get(text)
+        if found is None:
+            found = parse(text)
+            if len(memo) >= _MEMO_SIZE:
+                memo.clear()
+            memo[text] = found
+        return found
 
-        @functools.wraps(parse)
-        def parse_memoized(text: str) -> _Parsed:
-            found = memo.get(text)
-            if found is None:
-                found = parse(text)
-                if len(memo) >= _MEMO_SIZE:
-                    memo.clear()
-                memo[text] = found
-            return copy(found)
-
-        return parse_memoized
-
-    return decorate
+    return parse_memoized
 
 
 def _unquote(quoted: str) -> str:
@@ -497,14 +505,14 @@ def _quote(text: str) -> str:
     return '"' + text.replace("\\", "\\\\").replace('"', '\\"') + '"'
 
 
-def _parse_params(text: str, pos: int, what: str) -> dict[str, str | None]:
+def _parse_params(text: str, pos: int, what: str) -> Params:
     """`*( SEMI token [EQUAL value] )` from pos to the end; names lower-cased, values verbatim
     (a quoted value keeps its quotes, so it is written back exactly)."""
     params: dict[str, str | None] = {}
     while True:
         pos = _LWS.match(text, pos).end()  # type: ignore[union-attr]
         if pos == len(text):
-            return params
+            return MappingProxyType(params)
         if text[pos] != ";":
             raise SipParseError(f"unexpected {text[pos : pos + 20]!r} in {what}")
         pos = _LWS.match(text, pos + 1).end()  # type: ignore[union-attr]
@@ -522,7 +530,7 @@ def _parse_params(text: str, pos: int, what: str) -> dict[str, str | None]:
         params[name.group().lower()] = value
 
 
-def _format_params(params: dict[str, str | None]) -> str:
+def _format_params(params: Params) -> str:
     return "".join(f";{k}" if v is None else f";{k}={v}" for k, v in params.items())
 
 
@@ -569,7 +577,7 @@ class SipUri:
     user: str | None
     host: str
     port: int | None
-    params: dict[str, str | None]
+    params: Params
     headers: str = ""
 
     def __str__(self) -> str:
@@ -579,7 +587,7 @@ class SipUri:
         return f"{self.scheme}:{userinfo}{hostport}{_format_params(self.params)}{hdrs}"
 
 
-@_memoized(lambda u: SipUri(u.scheme, u.user, u.host, u.port, dict(u.params), u.headers))
+@_memoized
 def parse_uri(text: str) -> SipUri:
     scheme, colon, rest = text.partition(":")
     if not colon or scheme.lower() not in ("sip", "sips"):
@@ -599,7 +607,9 @@ def parse_uri(text: str) -> SipUri:
         if not name or (eq and not value):
             raise SipParseError(f"empty URI parameter in {text[:60]!r}")
         params[name.lower()] = value if eq else None
-    return SipUri(scheme.lower(), user if at else None, host, port, params, headers)
+    return SipUri(
+        scheme.lower(), user if at else None, host, port, MappingProxyType(params), headers
+    )
 
 
 @dataclass(frozen=True, slots=True)
@@ -608,7 +618,7 @@ class NameAddr:
 
     display: str | None
     uri: str
-    params: dict[str, str | None]
+    params: Params
 
     @property
     def tag(self) -> str | None:
@@ -623,7 +633,7 @@ _DISPLAY_RE = re.compile(rf"[ \t]*(?:({_QUOTED})|({_TOKEN}(?:[ \t]+{_TOKEN})*))?
 _ADDR_SPEC_END_RE = re.compile(r"[^\s;]*")
 
 
-@_memoized(lambda n: NameAddr(n.display, n.uri, dict(n.params)))
+@_memoized
 def parse_name_addr(text: str) -> NameAddr:
     head = _DISPLAY_RE.match(text)
     if head is not None:
@@ -662,7 +672,7 @@ class Via:
     transport: str
     host: str
     port: int | None
-    params: dict[str, str | None]
+    params: Params
 
     @property
     def branch(self) -> str | None:
@@ -682,7 +692,7 @@ _VIA_RE = re.compile(
 )
 
 
-@_memoized(lambda v: Via(v.transport, v.host, v.port, dict(v.params)))
+@_memoized
 def parse_via(text: str) -> Via:
     """One via-parm (a single comma-separated item of a Via header)."""
     found = _VIA_RE.match(text)
