@@ -169,18 +169,26 @@ class ClusterView:
 
     def local(self, aor: str, bindings: Iterable[Binding], now: float) -> None:
         """``aor``'s bindings in our store are now ``bindings``: tell the peers what changed."""
-        new = {e.ref: e for e in (entry_of(self.me, b) for b in bindings)}
-        old = {ref for ref in self._by_aor.get(aor, ()) if ref[0] == self.me}
-        for ref in old - new.keys():
-            self._drop(ref)
-            if self._replicate:
-                self._outgoing.append({"op": "remove", "aor": aor, "key": list(ref[2])})
-        for ref, entry in new.items():
-            if self._entries.get(ref) != entry:
-                op = "refresh" if ref in old else "add"
-                self._put(entry, expires=False)
+        me, entries = self.me, self._entries
+        new = {(me, aor, b.key): b for b in bindings}
+        old = [ref for ref in self._by_aor.get(aor, ()) if ref[0] == me]
+        for ref in old:
+            if ref not in new:
+                self._drop(ref)
                 if self._replicate:
-                    self._outgoing.append({"op": op, "entry": entry.to_wire(now)})
+                    self._outgoing.append({"op": "remove", "aor": aor, "key": list(ref[2])})
+        for ref, binding in new.items():
+            held = entries.get(ref)
+            # A refresh moves the expiry: compared first, so the usual case builds one entry.
+            if held is not None and held.expires_at == binding.expires_at:
+                if held == (entry := entry_of(me, binding)):
+                    continue
+            else:
+                entry = entry_of(me, binding)
+            self._put(entry, expires=False)
+            if self._replicate:
+                op = "refresh" if held is not None else "add"
+                self._outgoing.append({"op": op, "entry": entry.to_wire(now)})
         self._check_double(aor)
 
     def hello(self, now: float) -> Message:

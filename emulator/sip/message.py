@@ -68,6 +68,8 @@ _LWS = re.compile(r"[ \t]*")
 # A parameter value: token, host (including bracketed IPv6, or the bare IPv6 that Via
 # "received" carries), or quoted-string.
 _PARAM_VALUE_RE = re.compile(rf"{_QUOTED}|[A-Za-z0-9\-.!%*_+`'~:\[\]]+", re.S)
+# Parameters with neither whitespace nor quoted values: split without the general scanner.
+_PLAIN_PARAMS_RE = re.compile(rf"(?:;{_TOKEN}(?:=[A-Za-z0-9\-.!%*_+`'~:\[\]]+)?)*")
 _SCHEME_URI_RE = re.compile(r"[A-Za-z][A-Za-z0-9+.\-]*:[^\s<>\"\\]+")
 _LABEL = r"[A-Za-z0-9_](?:[A-Za-z0-9_\-]*[A-Za-z0-9_])?"
 _HOSTNAME_RE = re.compile(rf"{_LABEL}(?:\.{_LABEL})*\.?")
@@ -479,19 +481,28 @@ def _memoized(parse: Callable[[str], _Parsed]) -> Callable[[str], _Parsed]:
     Contact and Via, then the transaction layer and the registrar read them again, and the
     next REGISTER of the same endpoint carries the same To and Contact. The parsed values are
     immutable (frozen, with read-only params), so a hit is one dict lookup; text that does not
-    parse is not remembered and raises every time. The table is emptied when full, which
-    bounds it whatever the input.
+    parse is not remembered and raises every time.
+
+    Two generations bound the memory whatever the input: when the young table is full it
+    becomes the old one (the previous old one is dropped), and a hit in the old table moves
+    the value back to the young. Values asked for again within a generation (an endpoint's
+    To) stay, while the values seen once (each From tag, each Via branch) age out.
     """
-    memo: dict[str, _Parsed] = {}
+    young: dict[str, _Parsed] = {}
+    old: dict[str, _Parsed] = {}
 
     @functools.wraps(parse)
     def parse_memoized(text: str) -> _Parsed:
-        found = memo.get(text)
+        nonlocal young, old
+        found = young.get(text)
+        if found is not None:
+            return found
+        found = old.get(text)
         if found is None:
             found = parse(text)
-            if len(memo) >= _MEMO_SIZE:
-                memo.clear()
-            memo[text] = found
+        if len(young) >= _MEMO_SIZE:
+            young, old = {}, young
+        young[text] = found
         return found
 
     return parse_memoized
@@ -508,6 +519,19 @@ def _quote(text: str) -> str:
 def _parse_params(text: str, pos: int, what: str) -> Params:
     """`*( SEMI token [EQUAL value] )` from pos to the end; names lower-cased, values verbatim
     (a quoted value keeps its quotes, so it is written back exactly)."""
+    if not _PLAIN_PARAMS_RE.fullmatch(text, pos):
+        return _scan_params(text, pos, what)
+    # The usual shape (";tag=1234", ";branch=z9hG4bK..;rport"): no spaces, no quoted values.
+    params: dict[str, str | None] = {}
+    if pos < len(text):
+        for item in text[pos + 1 :].split(";"):
+            name, eq, value = item.partition("=")
+            params[name.lower()] = value if eq else None
+    return MappingProxyType(params)
+
+
+def _scan_params(text: str, pos: int, what: str) -> Params:
+    """_parse_params for any shape: linear white space around each part, quoted values."""
     params: dict[str, str | None] = {}
     while True:
         pos = _LWS.match(text, pos).end()  # type: ignore[union-attr]

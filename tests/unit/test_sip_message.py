@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pytest
 
+from emulator.sip import message
 from emulator.sip.message import (
     REASON_PHRASES,
     Headers,
@@ -1103,3 +1104,15 @@ def test_torture_misc_details() -> None:
     )
     bcast = parse_message(VALID["bcast"]).headers.get_all("Via")
     assert parse_via(bcast[0]).params["received"] == "255.255.255.255"
+
+
+def test_a_parsed_value_is_shared_read_only_and_outlives_values_seen_once() -> None:
+    """The memo hands one immutable value to every caller; an endpoint's To, asked for again
+    and again, stays remembered while a stream of one-off From tags passes through."""
+    kept = parse_name_addr("<sip:kept@uctest.local>")
+    with pytest.raises(TypeError):
+        kept.params["tag"] = "x"  # type: ignore[index]
+    for i in range(3 * message._MEMO_SIZE):
+        parse_name_addr(f"<sip:caller@uctest.local>;tag={i}")
+        if i % 1000 == 999:
+            assert parse_name_addr("<sip:kept@uctest.local>") is kept
