@@ -1,7 +1,10 @@
 """Deadlines keyed by name, as data: the one structure behind every core's ``next_timer``.
 
 A heap with lazy deletion, so that re-arming or cancelling a deadline is O(log n) and a core
-that holds thousands of bindings or registrations still answers ``next_timer`` in O(1).
+that holds thousands of bindings or registrations still answers ``next_timer`` in O(1). A
+re-armed deadline leaves its old heap entry behind until that time comes; when such stale
+entries outnumber the live ones the heap is rebuilt, so a registrar refreshing long bindings
+does not grow it by one entry per refresh.
 """
 
 from __future__ import annotations
@@ -12,6 +15,8 @@ from collections.abc import Hashable
 from typing import Generic, TypeVar
 
 K = TypeVar("K", bound=Hashable)
+# Stale entries tolerated before a rebuild: a rebuild is O(n), so it waits for that many.
+COMPACT_AFTER = 1024
 
 
 class Deadlines(Generic[K]):
@@ -27,8 +32,13 @@ class Deadlines(Generic[K]):
         return key in self._when
 
     def set(self, key: K, when: float) -> None:
+        if self._when.get(key) == when:
+            return  # its heap entry is there already
         self._when[key] = when
-        heapq.heappush(self._heap, (when, next(self._order), key))
+        heap = self._heap
+        heapq.heappush(heap, (when, next(self._order), key))
+        if len(heap) > 2 * len(self._when) + COMPACT_AFTER:
+            self._compact()
 
     def cancel(self, key: K) -> None:
         self._when.pop(key, None)
@@ -49,6 +59,12 @@ class Deadlines(Generic[K]):
             _, _, key = heapq.heappop(self._heap)
             del self._when[key]
             due.append(key)
+
+    def _compact(self) -> None:
+        when = self._when
+        live = {entry[2]: entry for entry in self._heap if when.get(entry[2]) == entry[0]}
+        self._heap = list(live.values())
+        heapq.heapify(self._heap)
 
     def _discard_stale(self) -> None:
         heap = self._heap
