@@ -22,6 +22,7 @@ from emulator.sip.message import (
     serialize_message,
 )
 from emulator.sip.transport import Flow
+from registrar.bindings import Binding
 from registrar.config import RegistrarConfig
 from registrar.core import RegistrarCore
 
@@ -237,3 +238,28 @@ def test_hostile_registers_get_an_answer_never_an_exception(
 def test_config_rejects_inverted_limits() -> None:
     with pytest.raises(ValidationError, match="min_expires"):
         RegistrarConfig(name="x", address=IPv4Address("127.0.0.1"), domains=["d"], min_expires=90)
+
+
+def test_the_shell_is_told_which_aors_changed_for_the_cluster_view() -> None:
+    """Every change to an AOR's bindings (added, refreshed, removed, expired, ended with its
+    flow, restored) puts the AOR on the list the shell takes with pop_changed; a refused
+    REGISTER does not."""
+    registrar, _ = core(max_expires=60, min_expires=10)
+    assert registrar.pop_changed() == []
+    answer(registrar, register("1001@uctest.local", expires=60), 0.0)
+    answer(registrar, register("1002@uctest.local", expires=60), 0.0)
+    answer(registrar, register("1001@uctest.local", expires=60, cseq=2), 1.0)
+    assert registrar.pop_changed() == ["1001@uctest.local", "1002@uctest.local"]
+    assert registrar.pop_changed() == []
+    assert answer(registrar, register("1003@uctest.local", expires=5), 2.0).status == 423
+    assert registrar.pop_changed() == []
+    answer(registrar, register("1002@uctest.local", expires=0, cseq=2), 3.0)
+    assert registrar.pop_changed() == ["1002@uctest.local"]
+    registrar.handle_timer(61.0)
+    assert registrar.pop_changed() == ["1001@uctest.local"]
+    key = ("sip", "1004", "127.0.0.101", 5060, None)
+    held = Binding("1004@uctest.local", "sip:1004@127.0.0.101", key, 200.0, "c@x", 1, TCP)
+    assert registrar.restore(held, 70.0, "tcp 127.0.0.101:5060")
+    assert registrar.pop_changed() == ["1004@uctest.local"]
+    assert not registrar.restore(held, 70.0, "tcp 127.0.0.101:5060")  # already held
+    assert registrar.pop_changed() == []
