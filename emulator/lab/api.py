@@ -31,6 +31,7 @@ from emulator.lab.ops import (
     LabTimeout,
     Predicate,
     load_source,
+    seen_line,
     timeout_message,
 )
 from emulator.lab.state import LabHandle, pid_alive
@@ -134,7 +135,7 @@ class Lab(LabOps):
                 async for event in self._stream(start, follow=True):
                     if predicate(event):
                         return event
-                    seen.append(f"{event['component']} {event['kind']}")
+                    seen.append(seen_line(event))
         except TimeoutError:
             pass
         raise LabTimeout(timeout_message(what or "matching event", timeout, seen))

@@ -10,6 +10,7 @@ from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Self
 
+from emulator.kinds import Kind
 from emulator.lab.state import LabHandle, find_lab
 
 if TYPE_CHECKING:
@@ -227,6 +228,14 @@ def _lists(**values: Iterable[str] | None) -> dict[str, list[str]]:
     return {k: list(v) for k, v in values.items() if v is not None}
 
 
+def seen_line(event: Event) -> str:
+    """One event as a wait that timed out lists it: what a reader needs to see why (the text
+    of a component's stderr line, such as a traceback, and the state an endpoint reached)."""
+    line = f"{event['component']} {event['kind']}"
+    detail = event.get("line") if event["kind"] == Kind.COMPONENT_STDERR else event.get("state")
+    return f"{line}: {detail}" if detail is not None else line
+
+
 def timeout_message(what: str, timeout: float, seen: list[str]) -> str:
-    tail = "\n  ".join(seen[-15:])
+    tail = "\n  ".join(seen[-25:])
     return f"no {what} within {timeout:g} s; last events:\n  {tail}"

@@ -20,6 +20,7 @@ from emulator.lab.ops import (
     LabTimeout,
     Predicate,
     load_source,
+    seen_line,
     timeout_message,
 )
 from emulator.lab.state import LabHandle, pid_alive, remove_handle, wait_remote_stopped
@@ -82,7 +83,7 @@ class SyncLab(LabOps):
             self._next_seq = max(self._next_seq, int(event["seq"]) + 1)
             if predicate(event):
                 return event
-            seen.append(f"{event['component']} {event['kind']}")
+            seen.append(seen_line(event))
         raise LabTimeout(timeout_message(what or "matching event", timeout, seen))
 
     def down(self, timeout: float = DOWN_TIMEOUT) -> None:

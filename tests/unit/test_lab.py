@@ -11,6 +11,7 @@ from hypothesis import strategies as st
 
 from dnsserver.authority import Authority
 from emulator.lab.model import default_lab, load_lab
+from emulator.lab.ops import seen_line, timeout_message
 from emulator.validation import ConfigError
 from tests.dnshelpers import ask, texts
 
@@ -268,3 +269,20 @@ def test_human_lines_name_what_happened(event: dict[str, Any], expected: str) ->
     (line,) = human_lines({"t": 0.0, "component": "exp1", **event})
     assert expected in line
     assert "None" not in line
+
+
+def test_a_wait_that_times_out_shows_stderr_lines_and_states() -> None:
+    """A test that waited in vain shows why: a component's traceback line and the state an
+    endpoint reached, not only the kinds of the events seen."""
+    seen = [
+        seen_line({"component": "1001@uctest.local", "kind": "component.stderr", "line": "boom"}),
+        seen_line({"component": "1001@uctest.local", "kind": "registration.state", "state": "x"}),
+        seen_line({"component": "exp1", "kind": "process.exited", "status": 0}),
+    ]
+    message = timeout_message("backoff", 10, seen)
+    assert message.splitlines() == [
+        "no backoff within 10 s; last events:",
+        "  1001@uctest.local component.stderr: boom",
+        "  1001@uctest.local registration.state: x",
+        "  exp1 process.exited",
+    ]
