@@ -97,11 +97,14 @@ class _StreamProtocol(asyncio.Protocol):
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         # uvloop's transports implement the interface without subclassing asyncio's classes.
         self._transport = cast(asyncio.Transport, transport)
-        self.flow = Flow(
-            self._name,
-            _address(transport.get_extra_info("sockname")),
-            _address(transport.get_extra_info("peername")),
-        )
+        local = transport.get_extra_info("sockname")
+        remote = transport.get_extra_info("peername")
+        if local is None or remote is None:
+            # Reset before we got to it: a listener that was going away (a peer being killed)
+            # had completed the handshake in the kernel. There is no flow to report.
+            self._transport.abort()
+            return
+        self.flow = Flow(self._name, _address(local), _address(remote))
         self._owner._streams[self.flow] = self
         if self._links.active:
             self.follow_partition()  # the kernel accepts from a cut remote; we stay silent
@@ -349,7 +352,8 @@ class SipTransport:
                 ssl=ssl_context if transport == "tls" else None,
                 server_hostname=(server_hostname or "") if transport == "tls" else None,
             )
-        assert proto.flow is not None
+        if proto.flow is None:
+            raise ConnectionResetError(errno.ECONNRESET, "Connection reset by peer")
         return proto.flow
 
     def send(self, flow: Flow, data: bytes) -> bool:
