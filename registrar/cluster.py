@@ -14,8 +14,11 @@ Rules, so a reader can check them without the shell:
 * Entries of a peer whose link is down are kept until they expire (they are what a restarted
   peer learns back) but count for nothing else: not bound there any more, not a double.
 * Entries for *us* in the first snapshot a peer sends after we started are bindings we held
-  before a restart: those we do not hold now (and that are not RFC 5626 outbound bindings,
-  which ended with their flow) are handed to the shell to restore, with their remaining time.
+  before a restart: those we do not hold now are handed to the shell to restore, with their
+  remaining time, except RFC 5626 outbound bindings (they ended with their flow) and those of
+  an AOR now bound on a live peer (its client registered there after we went away; restoring
+  it would make a double registration that is not one). An AOR with several devices, one of
+  them registered elsewhere, is not restored either: the devices register again.
 * Other peers' entries in a snapshot (a third peer we have no link to) merge by
   last-writer-wins on expiry.
 * An AOR bound on more than one live peer (us or a connected peer) is a double: a
@@ -253,14 +256,20 @@ class ClusterView:
             touched.add(entry.aor)
             if entry.peer == peer:
                 self._put(entry, expires=True)
-            elif entry.peer == self.me:
-                if first and entry.reg_id is None and entry.ref not in self._entries:
-                    self._restores.append(entry)
-            elif entry.peer not in self._up:
+            elif entry.peer != self.me and entry.peer not in self._up:
                 held = self._entries.get(entry.ref)
                 if held is None or held.expires_at < entry.expires_at:
                     self._put(entry, expires=True)
         self._up.add(peer)
+        if first:
+            self._restores.extend(
+                entry
+                for entry in entries
+                if entry.peer == self.me
+                and entry.reg_id is None
+                and entry.ref not in self._entries
+                and not self._bound_elsewhere(entry.aor)
+            )
         self._events.emit(Kind.CLUSTER_JOINED, peer=peer, bindings=len(entries))
         for aor in touched:
             self._check_double(aor)
@@ -328,6 +337,11 @@ class ClusterView:
         refs.discard(ref)
         if not refs:
             del self._by_aor[ref[1]]
+
+    def _bound_elsewhere(self, aor: str) -> bool:
+        """``aor`` is bound on a live peer other than us: its client registered there after
+        we went away, so what we held for it is stale."""
+        return any(r[0] != self.me and r[0] in self._up for r in self._by_aor.get(aor, ()))
 
     def _aors_of(self, peer: str) -> list[str]:
         return list({r[1] for r in self._entries if r[0] == peer})

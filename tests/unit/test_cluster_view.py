@@ -122,6 +122,26 @@ def test_a_restarted_peer_learns_its_bindings_back_once() -> None:
     assert reborn.pop_restores() == []
 
 
+def test_a_binding_whose_client_registered_elsewhere_since_is_not_restored() -> None:
+    """exp1 holds a@d and b@d and is killed; a@d's endpoint fails over to exp2. When exp1
+    comes back it takes b@d back, but not a@d: that would be a double registration that is
+    not one (found with siplab kill/start on the seed lab)."""
+    v1, _, v2, s2 = pair()
+    link(v1, v2, 0.0)
+    v1.local("a@d", [binding("a@d", 60.0)], 0.0)
+    v1.local("b@d", [binding("b@d", 60.0)], 0.0)
+    relay(v1, v2, 0.0)
+    v2.peer_down("exp1", "closed")
+    v2.local("a@d", [binding("a@d", 70.0, "sip:a@127.0.0.101:41529")], 10.0)
+    sink = Sink()
+    reborn = ClusterView("exp1", sink)
+    link(reborn, v2, 20.0)
+    assert [r.aor for r in reborn.pop_restores()] == ["b@d"]
+    assert reborn.bound("a@d") == ["exp2"]
+    assert sink.of("cluster.double") == []
+    assert s2.of("cluster.double") == []
+
+
 def test_the_peer_is_the_authority_on_its_own_bindings() -> None:
     v1, _, v2, _ = pair()
     link(v1, v2, 0.0)
