@@ -165,3 +165,10 @@ def verdict(problems: list[str]) -> int:
         return 1
     print("self-check passed")
     return 0
+
+
+def sipp_load(rate: int, count: int) -> list[str]:
+    """SIPp's options for ``count`` calls at ``rate`` per second (``-rp 1000``: per 1000 ms),
+    with as many calls open at once as one second brings, so that a slow server shows as
+    failures rather than as SIPp holding back."""
+    return ["-r", str(rate), "-rp", "1000", "-m", str(count), "-l", str(max(rate, 100))]

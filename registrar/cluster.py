@@ -182,12 +182,9 @@ class ClusterView:
                     self._outgoing.append({"op": "remove", "aor": aor, "key": list(ref[2])})
         for ref, binding in new.items():
             held = entries.get(ref)
-            # A refresh moves the expiry: compared first, so the usual case builds one entry.
-            if held is not None and held.expires_at == binding.expires_at:
-                if held == (entry := entry_of(me, binding)):
-                    continue
-            else:
-                entry = entry_of(me, binding)
+            entry = entry_of(me, binding)
+            if held == entry:
+                continue
             self._put(entry, expires=False)
             if self._replicate:
                 op = "refresh" if held is not None else "add"

@@ -30,7 +30,14 @@ from pathlib import Path
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE.parent))
 
-from benchlab import DetachedLab, arguments, cpu_seconds, run_benchmark, verdict  # noqa: E402  (bench/benchlab.py)
+from benchlab import (  # noqa: E402  (bench/benchlab.py)
+    DetachedLab,
+    arguments,
+    cpu_seconds,
+    run_benchmark,
+    sipp_load,
+    verdict,
+)
 
 from emulator.lab.addresses import next_block  # noqa: E402
 
@@ -64,14 +71,7 @@ def sipp(rate: int, count: int, duration: float) -> subprocess.CompletedProcess[
         CLIENT,
         "-p",
         "5060",
-        "-r",
-        str(rate),
-        "-rp",
-        "1000",
-        "-m",
-        str(count),
-        "-l",
-        str(max(rate, 100)),
+        *sipp_load(rate, count),
         "-timeout",
         f"{int(duration + 30)}s",
         "-nostdin",

@@ -53,7 +53,14 @@ REPO = HERE.parents[1]
 sys.path.insert(0, str(REPO))
 sys.path.insert(0, str(HERE.parent))
 
-from benchlab import DetachedLab, arguments, cpu_seconds, run_benchmark, verdict  # noqa: E402  (bench/benchlab.py)
+from benchlab import (  # noqa: E402  (bench/benchlab.py)
+    DetachedLab,
+    arguments,
+    cpu_seconds,
+    run_benchmark,
+    sipp_load,
+    verdict,
+)
 
 from emulator.lab.addresses import Block, next_block  # noqa: E402
 
@@ -332,14 +339,7 @@ def sipp(
         "u1" if transport == "udp" else "t1",
         "-i",
         client,
-        "-r",
-        str(rate),
-        "-rp",
-        "1000",
-        "-m",
-        str(count),
-        "-l",
-        str(max(rate, 100)),
+        *sipp_load(rate, count),
         "-timeout",
         f"{count // rate + 60}s",
         "-nostdin",
@@ -651,7 +651,11 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if args.self_check:
         args.rates, args.duration, args.users = [200], 2, 200
-    bad = set(args.scenarios) - set(SCENARIOS) or set(args.transports) - set(TRANSPORTS)
+    bad = (
+        set(args.scenarios) - set(SCENARIOS)
+        or set(args.transports) - set(TRANSPORTS)
+        or set(args.servers) - {"ours", "kamailio"}
+    )
     if bad:
         parser.error(f"unknown: {', '.join(sorted(bad))}")
     return run_benchmark("bench/registrar", benchmark, args)
