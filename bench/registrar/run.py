@@ -71,6 +71,7 @@ LADDER = [
     40000, 50000, 60000, 80000, 100000, 120000,
 ]  # fmt: skip
 SCENARIOS = ("new", "refresh")
+SERVERS = ("ours", "floor", "kamailio")
 TRANSPORTS = ("udp", "tcp")
 FAIL_LIMIT = 0.01  # failed (or, over UDP, retransmitted) REGISTERs of a held step: < 1%
 SLACK = 1.10  # a held step ends within 10% of its length (plus a fixed half second)
@@ -112,6 +113,16 @@ class Server:
     supervisor_pid: int | None = None
 
     def pids(self) -> list[int]:
+        raise NotImplementedError
+
+    def describe(self) -> str:
+        raise NotImplementedError
+
+    def stop(self) -> None:
+        raise NotImplementedError
+
+    def failure(self) -> str:
+        """The end of its log, for a server that exited."""
         raise NotImplementedError
 
     def cpu(self) -> float:
@@ -195,6 +206,31 @@ class OursInLab(Server):
 
     def failure(self) -> str:
         return ""
+
+
+class Floor(Server):
+    """``bench/registrar/floor.py``: the least a CPython registrar does per REGISTER."""
+
+    def __init__(self, address: str, tmp: Path) -> None:
+        self.name, self.address = "floor", address
+        self._log = tmp / "floor-stderr.log"
+        argv = [sys.executable, str(HERE / "floor.py"), "--address", address]
+        with self._log.open("wb") as err:
+            self.proc = subprocess.Popen(
+                argv, cwd=REPO, stdout=subprocess.DEVNULL, stderr=err, stdin=subprocess.DEVNULL
+            )
+
+    def pids(self) -> list[int]:
+        return [self.proc.pid]
+
+    def describe(self) -> str:
+        return "bench/registrar/floor.py (frame, pick 7 headers, a dict, a 200; uvloop)"
+
+    def stop(self) -> None:
+        _stop(self.proc)
+
+    def failure(self) -> str:
+        return self._log.read_text(errors="replace")[-800:]
 
 
 class Kamailio(Server):
@@ -297,7 +333,7 @@ def _ask_options(server: Server, udp: socket.socket, deadline: float) -> None:
             raise RuntimeError(f"{server.name} did not answer on {server.address}:5060")
         proc = getattr(server, "proc", None)
         if proc is not None and proc.poll() is not None:
-            raise RuntimeError(f"{server.name} exited: {server.failure()}")  # type: ignore[attr-defined]
+            raise RuntimeError(f"{server.name} exited: {server.failure()}")
         udp.sendto(options, (server.address, 5060))
         try:
             if udp.recv(65535).startswith(b"SIP/2.0 200"):
@@ -475,19 +511,25 @@ def write_users(path: Path, count: int) -> None:
 
 
 @contextlib.contextmanager
-def servers(block: Block, tmp: Path, in_lab: bool) -> Iterator[tuple[Server, Server]]:
+def servers(names: list[str], block: Block, tmp: Path, in_lab: bool) -> Iterator[list[Server]]:
+    """The servers asked for, in the order of SERVERS, each on its own address of the block."""
     started: list[Server] = []
     try:
-        ours: Server = OursInLab(block) if in_lab else Ours(block.address(11), tmp)
-        started.append(ours)
-        kamailio = Kamailio(block.address(12), tmp)
-        started.append(kamailio)
+        for name in SERVERS:
+            if name not in names:
+                continue
+            if name == "ours":
+                started.append(OursInLab(block) if in_lab else Ours(block.address(11), tmp))
+            elif name == "kamailio":
+                started.append(Kamailio(block.address(12), tmp))
+            else:
+                started.append(Floor(block.address(13), tmp))
         for server in started:
             wait_ready(server)
-        yield ours, kamailio
+        yield started
     finally:
         for server in reversed(started):
-            server.stop()  # type: ignore[attr-defined]
+            server.stop()
 
 
 def fmt(value: float | None, spec: str) -> str:
@@ -495,7 +537,7 @@ def fmt(value: float | None, spec: str) -> str:
 
 
 def benchmark(args: argparse.Namespace) -> int:
-    for tool in ("sipp", "kamailio"):
+    for tool in ("sipp", "kamailio") if "kamailio" in args.servers else ("sipp",):
         if shutil.which(tool) is None and not Path(f"/usr/sbin/{tool}").exists():
             package = "sip-tester" if tool == "sipp" else "kamailio"
             print(f"bench/registrar: '{tool}' not found: apt-get install -y {package}")
@@ -513,18 +555,16 @@ def benchmark(args: argparse.Namespace) -> int:
         ):
             # Fresh servers for each scenario and transport: no binding of an earlier ladder
             # expires (and costs its server) during this one.
-            with servers(block, tmp, args.lab) as (ours, kamailio):
+            with servers(args.servers, block, tmp, args.lab) as started:
                 if number == 0:
                     print(f"machine: {os.cpu_count()} CPUs, {_cpu_model()}; load {_load()}")
-                    print(f"ours:     {ours.describe()} on {ours.address}")  # type: ignore[attr-defined]
-                    print(f"kamailio: {kamailio.describe()} on {kamailio.address}")  # type: ignore[attr-defined]
+                    for server in started:
+                        print(f"{server.name + ':':<9} {server.describe()} on {server.address}")
                     print(
                         f"SIPp from {client}; steps of {args.duration} s; rates {args.rates}; "
                         f"refresh users {args.users}"
                     )
-                for server in (ours, kamailio):
-                    if server.name not in args.servers:
-                        continue
+                for server in started:
                     if scenario == "refresh":
                         register_users(server, args.users, client, tmp, users)
                     results[(scenario, transport, server.name)] = ladder(
@@ -538,8 +578,8 @@ def benchmark(args: argparse.Namespace) -> int:
                         users,
                         not args.quiet,
                     )
-                if isinstance(ours, Ours):
-                    events.append(_count_lines(ours.events))
+                    if isinstance(server, Ours):
+                        events.append(_count_lines(server.events))
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
     print()
@@ -557,21 +597,22 @@ def report(
 ) -> str:
     lines = [
         "| scenario | transport | server | highest rate held (REGISTER/s) "
-        "| CPU ms / REGISTER | supervisor ms / REGISTER | SIPp CPU | ours / Kamailio |",
+        "| CPU ms / REGISTER | supervisor ms / REGISTER | SIPp CPU | / Kamailio |",
         "|---|---|---|---:|---:|---:|---:|---:|",
     ]
     for scenario in args.scenarios:
         for transport in args.transports:
-            ours, ours_steps = results.get((scenario, transport, "ours"), (None, []))
             kam, kam_steps = results.get((scenario, transport, "kamailio"), (None, []))
-            ratio = None
-            bound = ""
-            if ours is not None and kam is not None:
-                ratio = ours.rate / kam.rate
-                # Kamailio held the top of its ladder and ours did not: its rate is a floor.
-                if kam is kam_steps[-1] and ours is not ours_steps[-1]:
-                    bound = "<= "
-            for name, best, steps in (("ours", ours, ours_steps), ("kamailio", kam, kam_steps)):
+            for name in SERVERS:
+                if (scenario, transport, name) not in results:
+                    continue
+                best, steps = results[(scenario, transport, name)]
+                ratio = ""
+                if name != "kamailio" and best is not None and kam is not None:
+                    # Kamailio held the top of its ladder and this one did not: Kamailio's
+                    # rate is a floor, so the ratio is a ceiling.
+                    capped_below = kam is kam_steps[-1] and best is not steps[-1]
+                    ratio = ("<= " if capped_below else "") + f"{best.rate / kam.rate:.2f}"
                 capped = best is not None and best is steps[-1]
                 rate = "none" if best is None else f"{best.rate}{'+' if capped else ''}"
                 sipp_share = None if best is None else 100 * best.sipp_cpu / best.wall
@@ -579,8 +620,7 @@ def report(
                     f"| {scenario} | {transport} | {name} | {rate} "
                     f"| {fmt(best and best.per_register(best.server_cpu), '.3f')} "
                     f"| {fmt(best and best.per_register(best.supervisor_cpu), '.3f')} "
-                    f"| {fmt(sipp_share, '.0f')}% "
-                    f"| {bound + fmt(ratio, '.2f') if name == 'ours' else ''} |"
+                    f"| {fmt(sipp_share, '.0f')}% | {ratio} |"
                 )
     lines.append("")
     lines.append(
@@ -639,7 +679,10 @@ def main(argv: list[str] | None = None) -> int:
         "--users", type=int, default=REFRESH_USERS, help="users of the refresh scenario"
     )
     parser.add_argument(
-        "--servers", type=lambda text: text.split(","), default=["ours", "kamailio"]
+        "--servers",
+        type=lambda text: text.split(","),
+        default=["ours", "kamailio"],
+        help="of ours, floor (bench/registrar/floor.py) and kamailio; default ours,kamailio",
     )
     parser.add_argument("--lab", action="store_true", help="our peer inside a lab")
     parser.add_argument("--quiet", action="store_true", help="no line per step")
@@ -654,7 +697,7 @@ def main(argv: list[str] | None = None) -> int:
     bad = (
         set(args.scenarios) - set(SCENARIOS)
         or set(args.transports) - set(TRANSPORTS)
-        or set(args.servers) - {"ours", "kamailio"}
+        or set(args.servers) - set(SERVERS)
     )
     if bad:
         parser.error(f"unknown: {', '.join(sorted(bad))}")
