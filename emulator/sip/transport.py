@@ -92,6 +92,9 @@ class _StreamProtocol(asyncio.Protocol):
         self._transport: asyncio.Transport | None = None
         self._closing_locally = False
         self._reading_paused = False
+        # Answers written while one read is handled, sent with one write at its end: a client
+        # that pipelines (SIPp over one connection) gets one segment, and we make one syscall.
+        self._held: list[bytes] | None = None
         self.flow: Flow | None = None
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
@@ -137,14 +140,23 @@ class _StreamProtocol(asyncio.Protocol):
             self._owner.user.bad_message(self.flow, str(exc))
             self.close()
             return
-        for item in items:
-            if item is KeepAlive.PING:
-                self.send(PONG)
-            elif item is KeepAlive.PONG:
-                if self._owner.on_pong is not None:
-                    self._owner.on_pong(self.flow)
-            else:
-                self._owner.user.message_received(item, self.flow)
+        self._held = []
+        try:
+            for item in items:
+                if item is KeepAlive.PING:
+                    self.send(PONG)
+                elif item is KeepAlive.PONG:
+                    if self._owner.on_pong is not None:
+                        self._owner.on_pong(self.flow)
+                else:
+                    self._owner.user.message_received(item, self.flow)
+        finally:
+            self._release()
+
+    def _release(self) -> None:
+        held, self._held = self._held, None
+        if held:
+            self._write(held[0] if len(held) == 1 else b"".join(held))
 
     def connection_lost(self, exc: Exception | None) -> None:
         if self.flow is None:
@@ -172,6 +184,8 @@ class _StreamProtocol(asyncio.Protocol):
             return False
         if self._links.active:
             self._owner._link_submit("out", self, partial(self._write, data))
+        elif self._held is not None:
+            self._held.append(data)
         else:
             self._transport.write(data)
         return True
@@ -181,6 +195,7 @@ class _StreamProtocol(asyncio.Protocol):
             self._transport.write(data)
 
     def close(self) -> None:
+        self._release()
         if self._transport is not None and not self._transport.is_closing():
             self._closing_locally = True
             self._transport.close()
