@@ -6,14 +6,15 @@ Sans-I/O: bytes in, objects out. Everything that reads untrusted input raises on
 
 from __future__ import annotations
 
-import functools
 import ipaddress
 import re
 import secrets
-from collections.abc import Callable, Iterable, Iterator, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from types import MappingProxyType
-from typing import TypeVar
+from typing import NamedTuple
+
+from emulator.memo import Memo, memoized
 
 __all__ = [
     "DEFAULT_LIMITS",
@@ -40,6 +41,7 @@ __all__ = [
     "parse_uri",
     "parse_via",
     "parse_warning",
+    "response_bytes",
     "response_to",
     "serialize_message",
 ]
@@ -75,6 +77,9 @@ _LABEL = r"[A-Za-z0-9_](?:[A-Za-z0-9_\-]*[A-Za-z0-9_])?"
 _HOSTNAME_RE = re.compile(rf"{_LABEL}(?:\.{_LABEL})*\.?")
 _PORT_RE = re.compile(r"[0-9]{1,5}")
 _MAX_DIGITS = 10  # guards int() against absurd digit strings (and Python's int-size limit)
+
+# Parsed parameters are read-only, so one parsed value can be handed to every caller.
+Params = Mapping[str, str | None]
 
 # --- headers ---------------------------------------------------------------------------------
 
@@ -136,6 +141,9 @@ def _known_spellings() -> dict[str, tuple[str, str]]:
 # (lookup key, canonical name) of the usual spellings of known headers, so that the parser and
 # lookups of a message skip the lower-casing and compact-form mapping for them.
 _NAMES = _known_spellings()
+# Header lines by their exact text, as (lookup key, canonical name, value): an endpoint's
+# REGISTERs repeat most of theirs (To, Contact, Expires, Max-Forwards, User-Agent...).
+_LINES: Memo[tuple[str, str, str]] = Memo()
 
 
 def _split_list(value: str) -> list[str]:
@@ -168,62 +176,69 @@ def _split_list(value: str) -> list[str]:
     return items
 
 
+def _index_of(entries: list[tuple[str, str, str]]) -> dict[str, list[str]]:
+    """Lookup key -> values, in order."""
+    index: dict[str, list[str]] = {}
+    for key, _, value in entries:
+        found = index.get(key)
+        if found is None:
+            index[key] = [value]
+        else:
+            found.append(value)
+    return index
+
+
 class Headers:
     """Ordered, case-insensitive; compact forms (v, f, t, i, m, l, c, e, k, s, o, u, r, b, x,
     a, j, d, y, n) are expanded to their canonical long names when parsed or added, so
     get("v") == get("Via")."""
 
-    __slots__ = ("_entries", "_index")
+    __slots__ = ("_entries", "index")
     __hash__ = None  # type: ignore[assignment]  # mutable
 
     def __init__(self, items: Iterable[tuple[str, str]] = ()) -> None:
         # (lookup key, canonical name, value): the key is computed once, not on every lookup.
         self._entries: list[tuple[str, str, str]] = []
-        # Lookup key -> values in order, built at the first lookup and dropped by any change:
-        # a received message is read a dozen times and changed never.
-        self._index: dict[str, list[str]] | None = None
+        # Values by lookup key (the canonical name lower-cased: "via", "call-id", "cseq"), in
+        # order, kept up to date by every change: the fast path for a reader that knows its
+        # keys, as a received message is read a dozen times and changed never. Read only.
+        self.index: dict[str, list[str]] = {}
         for name, value in items:
             self.add(name, value)
 
     @classmethod
-    def _parsed(cls, entries: list[tuple[str, str, str]]) -> Headers:
-        """Entries the parser already checked (token names, no CR or LF in values)."""
-        headers = cls()
+    def _parsed(
+        cls, entries: list[tuple[str, str, str]], index: dict[str, list[str]] | None = None
+    ) -> Headers:
+        """Entries the parser already checked (token names, no CR or LF in values), and their
+        index if the parser built it."""
+        headers = cls.__new__(cls)
         headers._entries = entries
+        headers.index = _index_of(entries) if index is None else index
         return headers
 
-    def _lookup(self) -> dict[str, list[str]]:
-        index = self._index
-        if index is None:
-            index = {}
-            for k, _, v in self._entries:
-                found = index.get(k)
-                if found is None:
-                    index[k] = [v]
-                else:
-                    found.append(v)
-            self._index = index
-        return index
-
     def get(self, name: str) -> str | None:
-        values = self._lookup().get(_key(name))
+        values = self.index.get(_key(name))
         return values[0] if values else None
 
     def get_all(self, name: str) -> list[str]:
         key = _key(name)
-        values = self._lookup().get(key, _NO_VALUES)
+        values = self.index.get(key, _NO_VALUES)
         if key not in _LIST_HEADERS:
             return list(values)
         return [item for value in values for item in _split_list(value) if item]
 
     def add(self, name: str, value: str) -> None:
-        self._entries.append(self._checked(name, value))
-        self._index = None
+        entry = self._checked(name, value)
+        self._entries.append(entry)
+        self.index.setdefault(entry[0], []).append(value)
 
     def set(self, name: str, value: str) -> None:
-        entry = self._checked(name, value)
+        self._set(self._checked(name, value))
+        self.index = _index_of(self._entries)
+
+    def _set(self, entry: tuple[str, str, str]) -> None:
         key = entry[0]
-        self._index = None
         entries = self._entries
         for first, (k, _, _) in enumerate(entries):
             if k == key:
@@ -235,7 +250,7 @@ class Headers:
     def remove(self, name: str) -> None:
         key = _key(name)
         self._entries = [e for e in self._entries if e[0] != key]
-        self._index = None
+        self.index.pop(key, None)
 
     def __contains__(self, name: object) -> bool:
         return isinstance(name, str) and self.get(name) is not None
@@ -244,9 +259,7 @@ class Headers:
         return [(n, v) for _, n, v in self._entries]
 
     def copy(self) -> Headers:
-        clone = Headers()
-        clone._entries = list(self._entries)
-        return clone
+        return Headers._parsed(list(self._entries))
 
     def __iter__(self) -> Iterator[tuple[str, str]]:
         return iter(self.items())
@@ -299,6 +312,7 @@ Message = Request | Response
 
 # (lookup key, name) pairs.
 _MANDATORY = tuple((n.lower(), n) for n in ("Via", "From", "To", "Call-ID", "CSeq"))
+_MANDATORY_KEYS = frozenset(key for key, _ in _MANDATORY)
 # RFC 4475 §3.1.4 (multi01, mcl01): more than one of these means the message is ambiguous.
 _SINGLE_VALUED = tuple(
     (n.lower(), n) for n in ("From", "To", "Call-ID", "CSeq", "Max-Forwards", "Content-Length")
@@ -330,13 +344,51 @@ def parse_header_section(head: bytes, limits: Limits = DEFAULT_LIMITS) -> tuple[
         text = head.decode("utf-8")
     except UnicodeDecodeError as exc:
         raise SipParseError(f"header section is not UTF-8 (byte {exc.start})") from None
-    crlf = text.count("\r\n")
-    if crlf == text.count("\n") and crlf == text.count("\r"):
-        lines = text.split("\r\n")  # the usual case: every line ends with CRLF
-    else:
-        lines = [line.removesuffix("\r") for line in text.split("\n")]
-        if any("\r" in line for line in lines):
-            raise SipParseError("stray CR in the header section")
+    lines = text.split("\r\n")
+    start_line = lines[0]
+    if "\n" in start_line or "\r" in start_line:
+        return _parse_lines(text, limits)
+    # The usual case, every line ending with CRLF and none folded; anything else (a fold, a
+    # bare LF or CR) takes the general path.
+    remembered = _LINES.young.get
+    try:
+        entries = [remembered(line) or _fresh_entry(line) for line in lines[1:]]
+    except _Unusual:
+        return _parse_lines(text, limits)
+    if len(entries) > limits.max_headers:
+        raise SipParseError(f"more than {limits.max_headers} headers")
+    index = {entry[0]: [entry[2]] for entry in entries}
+    if len(index) < len(entries):  # a header that appears more than once
+        index = _index_of(entries)
+    return start_line, Headers._parsed(entries, index)
+
+
+class _Unusual(Exception):
+    """A header line that only the general parse reads right (folded, bare CR or LF)."""
+
+
+def _fresh_entry(line: str) -> tuple[str, str, str]:
+    """The entry of a header line not in the young generation of the line memo."""
+    entry = _LINES.recall(line)
+    if entry is None:
+        if line[:1] in (" ", "\t") or "\n" in line or "\r" in line:
+            raise _Unusual
+        entry = _header_entry(line)
+        if entry[0] not in _PER_REQUEST:
+            _LINES.fill(line, entry)
+    return entry
+
+
+# Headers whose lines a client makes anew for each request (a Via branch, a CSeq number, a
+# From tag outside a dialog): remembering them would only push out the lines that recur.
+_PER_REQUEST = frozenset(("via", "cseq", "from"))
+
+
+def _parse_lines(text: str, limits: Limits) -> tuple[str, Headers]:
+    """parse_header_section for any line ending (CRLF, bare LF) and folded lines."""
+    lines = [line.removesuffix("\r") for line in text.split("\n")]
+    if any("\r" in line for line in lines):
+        raise SipParseError("stray CR in the header section")
     entries: list[tuple[str, str, str]] = []
     for line in lines[1:]:
         if line[:1] in (" ", "\t"):
@@ -347,20 +399,25 @@ def parse_header_section(head: bytes, limits: Limits = DEFAULT_LIMITS) -> tuple[
             folded = line.strip(_SP_HT)
             entries[-1] = (key, canonical, f"{value} {folded}" if value else folded)
             continue
-        name, colon, value = line.partition(":")
-        known = _NAMES.get(name)
-        if known is None:
-            name = name.rstrip(_SP_HT)
-            known = _NAMES.get(name)
-            if known is None and colon and _TOKEN_RE.fullmatch(name):
-                canonical = _canonical(name)
-                known = canonical.lower(), canonical
-        if not colon or known is None:
-            raise SipParseError(f"malformed header line {line[:40]!r}")
-        entries.append((known[0], known[1], value.strip(_SP_HT)))
+        entries.append(_header_entry(line))
         if len(entries) > limits.max_headers:
             raise SipParseError(f"more than {limits.max_headers} headers")
     return lines[0], Headers._parsed(entries)
+
+
+def _header_entry(line: str) -> tuple[str, str, str]:
+    """(lookup key, canonical name, value) of one unfolded header line."""
+    name, colon, value = line.partition(":")
+    known = _NAMES.get(name)
+    if known is None:
+        name = name.rstrip(_SP_HT)
+        known = _NAMES.get(name)
+        if known is None and colon and _TOKEN_RE.fullmatch(name):
+            canonical = _canonical(name)
+            known = canonical.lower(), canonical
+    if not colon or known is None:
+        raise SipParseError(f"malformed header line {line[:40]!r}")
+    return known[0], known[1], value.strip(_SP_HT)
 
 
 def content_length(headers: Headers, limits: Limits = DEFAULT_LIMITS) -> int | None:
@@ -380,19 +437,25 @@ def make_message(start_line: str, headers: Headers, body: bytes) -> Message:
     """Build a Request or Response from parsed parts, validating what every consumer needs."""
     msg: Message
     if start_line[:4].upper() == "SIP/":
-        status = _STATUS_LINE_RE.fullmatch(start_line)
-        if status is None:
-            raise SipParseError(f"malformed status line {start_line[:60]!r}")
-        code = int(status.group(1))
-        if not 100 <= code <= 699:
-            raise SipParseError(f"status code {code} out of range")
-        msg = Response(code, status.group(2) or "", headers, body)
+        msg = Response(*_parse_status_line(start_line), headers, body)
     else:
         msg = Request(*_parse_request_line(start_line), headers, body)
     _check_headers(msg)
     return msg
 
 
+@memoized
+def _parse_status_line(line: str) -> tuple[int, str]:
+    status = _STATUS_LINE_RE.fullmatch(line)
+    if status is None:
+        raise SipParseError(f"malformed status line {line[:60]!r}")
+    code = int(status.group(1))
+    if not 100 <= code <= 699:
+        raise SipParseError(f"status code {code} out of range")
+    return code, status.group(2) or ""
+
+
+@memoized
 def _parse_request_line(line: str) -> tuple[str, str]:
     parts = line.split(" ")
     if len(parts) != 3 or not all(parts):
@@ -410,22 +473,30 @@ def _parse_request_line(line: str) -> tuple[str, str]:
 
 
 def _check_headers(msg: Message) -> None:
-    index = msg.headers._lookup()  # built once here; every later lookup of the message uses it
-    for key, name in _MANDATORY:
-        if key not in index:
-            raise SipParseError(f"missing mandatory header {name}")
-    for key, name in _SINGLE_VALUED:  # none of them is a list header, so a value is an entry
-        if len(index.get(key, _NO_VALUES)) > 1:
-            raise SipParseError(f"more than one {name} header")
+    headers = msg.headers
+    index = headers.index
+    if not index.keys() >= _MANDATORY_KEYS:
+        for key, name in _MANDATORY:
+            if key not in index:
+                raise SipParseError(f"missing mandatory header {name}")
+    if len(index) < len(headers._entries):  # some header appears more than once
+        for key, name in _SINGLE_VALUED:  # none of them is a list header: a value is an entry
+            if len(index.get(key, _NO_VALUES)) > 1:
+                raise SipParseError(f"more than one {name} header")
     parse_name_addr(index["from"][0])
     parse_name_addr(index["to"][0])
     # Every item, empty ones included: "Via: a;;,;,," is malformed (RFC 4475 badinv01).
     for via_line in index["via"]:
-        for via in _split_list(via_line):
-            parse_via(via)
-    for contact in msg.headers.get_all("Contact"):
-        if contact != "*":
-            parse_name_addr(contact)
+        if "," in via_line:
+            for via in _split_list(via_line):
+                parse_via(via)
+        else:
+            parse_via(via_line)
+    contacts = index.get("contact")
+    if contacts is not None:
+        for contact in headers.get_all("Contact"):
+            if contact != "*":
+                parse_name_addr(contact)
     _, cseq_method = parse_cseq(index["cseq"][0])
     if isinstance(msg, Request) and cseq_method != msg.method:
         raise SipParseError(f"CSeq method {cseq_method} does not match {msg.method}")
@@ -434,7 +505,13 @@ def _check_headers(msg: Message) -> None:
         raise SipParseError(f"Max-Forwards {max_forwards[0]} exceeds 255")
 
 
+_SMALL_INTS = {str(n): n for n in range(256)}
+
+
 def _small_int(text: str, what: str) -> int:
+    known = _SMALL_INTS.get(text)  # Max-Forwards 70, Content-Length 0: the usual values
+    if known is not None:
+        return known
     text = text.strip(_SP_HT)
     if not text.isascii() or not text.isdigit() or len(text) > _MAX_DIGITS:
         raise SipParseError(f"invalid {what} {text[:20]!r}")
@@ -466,47 +543,6 @@ def serialize_message(msg: Message) -> bytes:
 
 # --- header value grammar --------------------------------------------------------------------
 
-_Parsed = TypeVar("_Parsed")
-# Distinct header values remembered per parser: every REGISTER of a few thousand endpoints
-# repeats its To, Contact and their URIs, while From and Via are new each time.
-_MEMO_SIZE = 8192
-# Parsed parameters are read-only, so one parsed value can be handed to every caller.
-Params = Mapping[str, str | None]
-
-
-def _memoized(parse: Callable[[str], _Parsed]) -> Callable[[str], _Parsed]:
-    """Remember a header-value parser's recent results, keyed by the exact text.
-
-    One message asks for the same value several times: parse_message validates From, To,
-    Contact and Via, then the transaction layer and the registrar read them again, and the
-    next REGISTER of the same endpoint carries the same To and Contact. The parsed values are
-    immutable (frozen, with read-only params), so a hit is one dict lookup; text that does not
-    parse is not remembered and raises every time.
-
-    Two generations bound the memory whatever the input: when the young table is full it
-    becomes the old one (the previous old one is dropped), and a hit in the old table moves
-    the value back to the young. Values asked for again within a generation (an endpoint's
-    To) stay, while the values seen once (each From tag, each Via branch) age out.
-    """
-    young: dict[str, _Parsed] = {}
-    old: dict[str, _Parsed] = {}
-
-    @functools.wraps(parse)
-    def parse_memoized(text: str) -> _Parsed:
-        nonlocal young, old
-        found = young.get(text)
-        if found is not None:
-            return found
-        found = old.get(text)
-        if found is None:
-            found = parse(text)
-        if len(young) >= _MEMO_SIZE:
-            young, old = {}, young
-        young[text] = found
-        return found
-
-    return parse_memoized
-
 
 def _unquote(quoted: str) -> str:
     return re.sub(r"\\(.)", r"\1", quoted[1:-1], flags=re.S)
@@ -516,17 +552,21 @@ def _quote(text: str) -> str:
     return '"' + text.replace("\\", "\\\\").replace('"', '\\"') + '"'
 
 
+_NO_PARAMS: Params = MappingProxyType({})
+
+
 def _parse_params(text: str, pos: int, what: str) -> Params:
     """`*( SEMI token [EQUAL value] )` from pos to the end; names lower-cased, values verbatim
     (a quoted value keeps its quotes, so it is written back exactly)."""
+    if pos == len(text):
+        return _NO_PARAMS
     if not _PLAIN_PARAMS_RE.fullmatch(text, pos):
         return _scan_params(text, pos, what)
     # The usual shape (";tag=1234", ";branch=z9hG4bK..;rport"): no spaces, no quoted values.
     params: dict[str, str | None] = {}
-    if pos < len(text):
-        for item in text[pos + 1 :].split(";"):
-            name, eq, value = item.partition("=")
-            params[name.lower()] = value if eq else None
+    for item in text[pos + 1 :].split(";"):
+        name, eq, value = item.partition("=")
+        params[name.lower()] = value if eq else None
     return MappingProxyType(params)
 
 
@@ -559,14 +599,22 @@ def _format_params(params: Params) -> str:
 
 
 def _check_host(host: str, what: str) -> str:
-    if ":" in host:
-        try:
-            ipaddress.IPv6Address(host)
-        except ValueError:
-            raise SipParseError(f"invalid IPv6 address {host[:50]!r} in {what}") from None
-    elif not _HOSTNAME_RE.fullmatch(host):
-        raise SipParseError(f"invalid host {host[:50]!r} in {what}")
+    if not _valid_host(host):
+        kind = "IPv6 address" if ":" in host else "host"
+        raise SipParseError(f"invalid {kind} {host[:50]!r} in {what}")
     return host
+
+
+@memoized
+def _valid_host(host: str) -> bool:
+    # Remembered: the hosts of a lab's messages are few, and the hostname pattern is slow.
+    if ":" not in host:
+        return _HOSTNAME_RE.fullmatch(host) is not None
+    try:
+        ipaddress.IPv6Address(host)
+    except ValueError:
+        return False
+    return True
 
 
 def _split_hostport(text: str, what: str) -> tuple[str, int | None]:
@@ -593,8 +641,12 @@ def _format_hostport(host: str, port: int | None) -> str:
     return shown if port is None else f"{shown}:{port}"
 
 
-@dataclass(frozen=True, slots=True)
-class SipUri:
+# Parsed header values are named tuples: immutable (the memo hands one value to every caller)
+# and made in a single step, which a frozen dataclass is not (it sets each field through
+# object.__setattr__, and a REGISTER from a new endpoint makes half a dozen of them).
+
+
+class SipUri(NamedTuple):
     """sip:/sips: URI (RFC 3261 §19.1). `user` holds the whole userinfo (with any password)."""
 
     scheme: str
@@ -611,7 +663,7 @@ class SipUri:
         return f"{self.scheme}:{userinfo}{hostport}{_format_params(self.params)}{hdrs}"
 
 
-@_memoized
+@memoized
 def parse_uri(text: str) -> SipUri:
     scheme, colon, rest = text.partition(":")
     if not colon or scheme.lower() not in ("sip", "sips"):
@@ -636,8 +688,7 @@ def parse_uri(text: str) -> SipUri:
     )
 
 
-@dataclass(frozen=True, slots=True)
-class NameAddr:
+class NameAddr(NamedTuple):
     """From/To/Contact/Route value; `display` is unquoted, `params` are header parameters."""
 
     display: str | None
@@ -657,8 +708,21 @@ _DISPLAY_RE = re.compile(rf"[ \t]*(?:({_QUOTED})|({_TOKEN}(?:[ \t]+{_TOKEN})*))?
 _ADDR_SPEC_END_RE = re.compile(r"[^\s;]*")
 
 
-@_memoized
+@memoized
 def parse_name_addr(text: str) -> NameAddr:
+    if text[:1] == "<":
+        # The usual shape, "<uri>;params" with no display name: what the general match below
+        # finds for it, without the match.
+        close = text.find(">")
+        if close > 0:
+            uri = text[1:close]
+            _check_uri(uri)
+            return NameAddr(None, uri, _parse_params(text, close + 1, "name-addr"))
+    return _parse_name_addr(text)
+
+
+def _parse_name_addr(text: str) -> NameAddr:
+    """parse_name_addr for every shape: display names, bare addr-specs, white space."""
     head = _DISPLAY_RE.match(text)
     if head is not None:
         quoted, tokens = head.groups()
@@ -680,19 +744,21 @@ def parse_name_addr(text: str) -> NameAddr:
     return NameAddr(display, uri, _parse_params(text, pos, "name-addr"))
 
 
-def _check_uri(uri: str) -> None:
+@memoized
+def _check_uri(uri: str) -> bool:
+    """True, or SipParseError; remembered, as a URI recurs in every message of an endpoint."""
     if not _SCHEME_URI_RE.fullmatch(uri):
         raise SipParseError(f"invalid URI {uri[:60]!r}")
     if _is_sip_uri(uri):
         parse_uri(uri)
+    return True
 
 
 def _is_sip_uri(uri: str) -> bool:
     return uri.partition(":")[0].lower() in ("sip", "sips")
 
 
-@dataclass(frozen=True, slots=True)
-class Via:
+class Via(NamedTuple):
     transport: str
     host: str
     port: int | None
@@ -716,9 +782,31 @@ _VIA_RE = re.compile(
 )
 
 
-@_memoized
+@memoized
 def parse_via(text: str) -> Via:
     """One via-parm (a single comma-separated item of a Via header)."""
+    # Each request has a branch of its own, so whole Via texts rarely repeat, but their
+    # "SIP/2.0/TCP host:port" before the first ';' does: that part is remembered.
+    semi = text.find(";")
+    if semi > 0:
+        sent = _sent_by(text[:semi])
+        if sent:
+            return Via(*sent, _parse_params(text, semi, "Via"))
+    return _parse_via(text)
+
+
+@memoized
+def _sent_by(text: str) -> tuple[str, str, int | None] | bool:
+    """The transport, host and port of a Via's text before its parameters, or False when that
+    is not exactly a sent-protocol and sent-by (the general parse then says what is wrong)."""
+    try:
+        via = _parse_via(text)
+    except SipParseError:
+        return False
+    return (via.transport, via.host, via.port) if not via.params else False
+
+
+def _parse_via(text: str) -> Via:
     found = _VIA_RE.match(text)
     if found is None:
         raise SipParseError(f"malformed Via {text[:60]!r}")
@@ -738,6 +826,7 @@ def parse_via(text: str) -> Via:
 _CSEQ_RE = re.compile(rf"[ \t]*([0-9]{{1,10}})[ \t]+({_TOKEN})[ \t]*")
 
 
+@memoized
 def parse_cseq(text: str) -> tuple[int, str]:
     found = _CSEQ_RE.fullmatch(text)
     if found is None or int(found.group(1)) > 2**31 - 1:
@@ -810,11 +899,76 @@ def response_to(
 ) -> Response:
     """RFC 3261 §8.2.6.2: a response carrying the request's Via, From, To, Call-ID, CSeq;
     ``tag`` is the To tag to add (default: a random one), for a core with its own randomness."""
-    # The request's entries were checked when it was parsed or built: copied as they are.
-    headers = Headers._parsed([e for e in request.headers._entries if e[0] in _COPIED])
-    to = request.headers.get("To")
-    if to is not None and status > 100 and parse_name_addr(to).tag is None:
-        headers.set("To", f"{to};tag={tag or new_tag()}")
     return Response(
-        status, REASON_PHRASES.get(status, "Unknown") if reason is None else reason, headers
+        status,
+        REASON_PHRASES.get(status, "Unknown") if reason is None else reason,
+        Headers._parsed(_reply_entries(request, status, tag or new_tag())),
     )
+
+
+def response_bytes(
+    request: Request,
+    status: int,
+    reason: str | None = None,
+    *,
+    tag: str,
+    headers: Iterable[tuple[str, str]] = (),
+    top_via: str | None = None,
+) -> bytes:
+    """``serialize_message`` of ``response_to(request, status, reason, tag=tag)`` with
+    ``headers`` added and, if given, ``top_via`` in place of the first via-parm, without the
+    Response in between: what a server that only answers needs, and a registrar's hot path.
+    The added values must not hold CR or LF (a server's own, or values of a parsed message)."""
+    if reason is None:
+        reason = REASON_PHRASES.get(status, "Unknown")
+    entries = request.headers._entries
+    if top_via is None and len(request.headers.index.get("to", ())) <= 1:
+        tagged = _tagged_to(request, status, tag)  # the usual case, in one pass
+    else:
+        entries, tagged = _restamped(_reply_entries(request, status, tag), top_via), None
+    lines = [f"SIP/2.0 {status} {reason}"]
+    lines += [
+        (f"To: {tagged}" if tagged is not None and key == "to" else f"{name}: {value}")
+        for key, name, value in entries
+        if key in _COPIED
+    ]
+    lines += [f"{_canonical(name)}: {value}" for name, value in headers]
+    lines += ("Content-Length: 0", "", "")
+    return "\r\n".join(lines).encode("utf-8")
+
+
+def _tagged_to(request: Request, status: int, tag: str) -> str | None:
+    """The To of a response with our tag added, or None when the request's To is kept."""
+    to = request.headers.index.get("to")
+    if not to or status <= 100:
+        return None
+    value = to[0]
+    if "tag" in value and parse_name_addr(value).tag is not None:
+        return None
+    return f"{value};tag={tag}"
+
+
+def _reply_entries(request: Request, status: int, tag: str) -> list[tuple[str, str, str]]:
+    # The request's entries were checked when it was parsed or built: copied as they are.
+    tagged = _tagged_to(request, status, tag)
+    entries = request.headers._entries
+    if tagged is None:
+        return [e for e in entries if e[0] in _COPIED]
+    to = ("to", "To", tagged)
+    copied = [to if e[0] == "to" else e for e in entries if e[0] in _COPIED]
+    if len(request.headers.index["to"]) > 1:  # Headers.set semantics for a request built so
+        first = copied.index(to)
+        copied[first + 1 :] = [e for e in copied[first + 1 :] if e[0] != "to"]
+    return copied
+
+
+def _restamped(
+    entries: list[tuple[str, str, str]], top_via: str | None
+) -> list[tuple[str, str, str]]:
+    """``entries`` with ``top_via`` (if any) for the first via-parm; the other via-parms of the
+    first Via line follow it as Via entries of their own."""
+    if top_via is None:
+        return entries
+    first = next(i for i, e in enumerate(entries) if e[0] == "via")
+    rest = [("via", "Via", v) for v in _split_list(entries[first][2])[1:] if v]
+    return [*entries[:first], ("via", "Via", top_via), *rest, *entries[first + 1 :]]

@@ -23,6 +23,8 @@ from emulator.sip.message import (
     parse_uri,
     parse_via,
     parse_warning,
+    response_bytes,
+    response_to,
     serialize_message,
 )
 
@@ -254,3 +256,106 @@ def test_plain_parameters_split_as_the_general_scanner_reads_them(
     except SipParseError:
         got = SipParseError
     assert got == expected
+
+
+# --- fast paths against the general ones -----------------------------------------------------
+
+TWEAKS = [" ", "\t", ";", ";;", "<", ">", "=", '"', ",", "x y"]
+
+
+def tweaks(text: str) -> list[str]:
+    """``text``, and ``text`` with each of TWEAKS put in at the places where a fast path is
+    tempted: the ends, and next to each '<', '>', ';' and ':'."""
+    marks = {0, len(text)}
+    for i, c in enumerate(text):
+        if c in "<>;:":
+            marks |= {i, i + 1}
+    return [text, *(text[:at] + tweak + text[at:] for at in sorted(marks) for tweak in TWEAKS)]
+
+
+def outcome(parse: Callable[[str], object], text: str) -> object:
+    try:
+        return parse(text)
+    except SipParseError:
+        return SipParseError
+
+
+@FUZZ
+@given(NAME_ADDR)
+def test_name_addr_fast_path_reads_as_the_general_parse(text: str) -> None:
+    for variant in tweaks(text):
+        assert outcome(parse_name_addr, variant) == outcome(message._parse_name_addr, variant)
+
+
+@FUZZ
+@given(VIA)
+def test_via_fast_path_reads_as_the_general_parse(text: str) -> None:
+    for variant in tweaks(text):
+        assert outcome(parse_via, variant) == outcome(message._parse_via, variant)
+
+
+HEADER_LINE = st.one_of(
+    st.builds("{}: {}".format, st.sampled_from(["Via", "v", "To", "Max-Forwards"]), VIA),
+    st.builds("{}:{}".format, EXTRA_NAME, VALUE),
+    st.builds("{} :  {}".format, TOKEN, VALUE),
+    st.sampled_from(
+        [" folded", "\tfolded", "no colon", "bad name: x", ": empty", "a\nb: c", "", "a\rb: c"]
+    ),
+)
+
+
+@FUZZ
+@given(st.lists(HEADER_LINE, max_size=8), st.integers(1, 10))
+def test_header_section_fast_path_reads_as_the_general_parse(
+    lines: list[str], max_headers: int
+) -> None:
+    """The one-pass read of a CRLF header section (remembered lines, the index built as it
+    goes) gives what the general line-by-line read gives, twice in a row (the second time from
+    the line memo), or the same error."""
+    text = "\r\n".join(["OPTIONS sip:x SIP/2.0", *lines])
+    limits = Limits(max_headers=max_headers)
+
+    def general(head: str) -> object:
+        start, headers = message._parse_lines(head, limits)
+        return start, headers.items(), headers.index
+
+    def fast(head: str) -> object:
+        start, headers = message.parse_header_section(head.encode(), limits)
+        return start, headers.items(), headers.index
+
+    expected = outcome(general, text)
+    assert outcome(fast, text) == expected
+    assert outcome(fast, text) == expected
+
+
+@FUZZ
+@given(
+    messages().filter(lambda m: isinstance(m, Request)),
+    st.sampled_from([100, 180, 200, 401, 503]),
+    st.one_of(st.none(), st.just("Custom Reason")),
+    st.lists(st.tuples(EXTRA_NAME, VALUE), max_size=3),
+    st.one_of(st.none(), VIA),
+)
+def test_response_bytes_is_the_serialized_response_to(
+    request: Request,
+    status: int,
+    reason: str | None,
+    extra: list[tuple[str, str]],
+    top_via: str | None,
+) -> None:
+    """A registrar's one-step response is the response the general builder makes (with the
+    first via-parm replaced, when asked), byte for byte."""
+    got = response_bytes(request, status, reason, tag="t1", headers=extra, top_via=top_via)
+    response = response_to(request, status, reason, tag="t1")
+    for name, value in extra:
+        response.headers.add(name, value)
+    response.headers.add("Content-Length", "0")
+    if top_via is None:
+        assert got == serialize_message(response)
+        return
+    parsed = parse_message(got)
+    vias = request.headers.get_all("Via")
+    assert parsed.headers.get_all("Via") == [top_via, *vias[1:]]
+    response.headers.remove("Via")
+    parsed.headers.remove("Via")
+    assert parsed == response

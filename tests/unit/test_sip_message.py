@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from emulator.sip import message
+from emulator.memo import MEMO_SIZE
 from emulator.sip.message import (
     REASON_PHRASES,
     Headers,
@@ -1112,7 +1112,7 @@ def test_a_parsed_value_is_shared_read_only_and_outlives_values_seen_once() -> N
     kept = parse_name_addr("<sip:kept@uctest.local>")
     with pytest.raises(TypeError):
         kept.params["tag"] = "x"  # type: ignore[index]
-    for i in range(3 * message._MEMO_SIZE):
+    for i in range(3 * MEMO_SIZE):
         parse_name_addr(f"<sip:caller@uctest.local>;tag={i}")
         if i % 1000 == 999:
             assert parse_name_addr("<sip:kept@uctest.local>") is kept
