@@ -88,6 +88,27 @@ class BindingStore:
         if binding.outbound:
             self._by_flow.setdefault(binding.flow, set()).add(ref)
 
+    def refresh(
+        self,
+        binding: Binding,
+        contact: str,
+        expires_at: float,
+        call_id: str,
+        cseq: int,
+        flow: Flow,
+    ) -> None:
+        """``binding`` (held here) registered again: updated in place, as a refresh changes no
+        key, and refreshes are most of a registrar's work."""
+        if binding.outbound and binding.flow != flow:
+            self._unlink(binding)
+            self._by_flow.setdefault(flow, set()).add((binding.aor, binding.key))
+        binding.contact = contact
+        binding.expires_at = expires_at
+        binding.call_id = call_id
+        binding.cseq = cseq
+        binding.flow = flow
+        self._expiry.set((binding.aor, binding.key), expires_at)
+
     def restore(self, binding: Binding) -> bool:
         """Put back a binding held before a restart (learned from the cluster), unless one
         with its key is already here: what the client told us since is newer. Returns whether

@@ -19,15 +19,15 @@ from __future__ import annotations
 import random
 from collections import Counter
 from collections.abc import Callable
-from dataclasses import dataclass
 from email.utils import formatdate
-from typing import Any
+from typing import Any, NamedTuple
 
-from emulator.deadlines import Deadlines
 from emulator.eventrate import RateGovernor, Tally
 from emulator.events import EventSink
 from emulator.kinds import Kind
+from emulator.memo import memoized
 from emulator.sip.message import (
+    REASON_PHRASES,
     Request,
     Response,
     SipParseError,
@@ -36,17 +36,19 @@ from emulator.sip.message import (
     parse_name_addr,
     parse_uri,
     parse_via,
-    response_to,
-    serialize_message,
+    response_bytes,
 )
-from emulator.sip.transaction import ServerTransaction, TimerConfig, TxState, server_key
+from emulator.sip.transaction import AnsweredRequests, TimerConfig, server_key
 from emulator.sip.transport import Flow
 from registrar.auth import DigestVerifier, Verdict
-from registrar.bindings import Binding, BindingKey, BindingStore
+from registrar.bindings import Binding, BindingKey, BindingStore, ContactKey
 from registrar.config import RegistrarConfig
 
 ALLOW = "REGISTER, OPTIONS"
 SUPPORTED = "outbound"
+_OPTIONS_HEADERS = [("Allow", ALLOW), ("Accept", "application/sdp"), ("Supported", SUPPORTED)]
+_ALLOW_HEADERS = [("Allow", ALLOW)]
+_METHOD_LABELS = frozenset(("REGISTER", "OPTIONS"))
 MAINTENANCE_TEXT = "System in Maintenance Mode"
 # Option tags a REGISTER may Require of us.
 UNDERSTOOD = frozenset({"outbound"})
@@ -65,8 +67,7 @@ class Reject(Exception):
         self.headers = headers or []
 
 
-@dataclass(frozen=True, slots=True)
-class _Change:
+class _Change(NamedTuple):
     key: BindingKey
     contact: str
     expires: int
@@ -94,7 +95,6 @@ class RegistrarCore:
         self._events = events
         self._wall_clock = wall_clock
         self._rng = rng
-        self._timers = timers or TimerConfig()
         self._domains = frozenset(config.domains)
         self._auth = (
             DigestVerifier(config.auth, config.realm, rng) if config.auth is not None else None
@@ -104,8 +104,7 @@ class RegistrarCore:
         self._outgoing: list[tuple[Flow, bytes]] = []
         # AORs whose bindings changed since the shell last asked (an ordered set).
         self._changed: dict[str, None] = {}
-        self._transactions: dict[tuple[str, str, str], tuple[ServerTransaction, Flow]] = {}
-        self._tx_deadlines: Deadlines[tuple[str, str, str]] = Deadlines()
+        self._answered_udp: AnsweredRequests[Flow] = AnsweredRequests(timers or TimerConfig())
         # HIGH kinds counted here, so that their fields are only built for the events that go
         # out (``events`` must then be the emitter that ``governor`` belongs to).
         self._answered: Tally | None = None
@@ -117,27 +116,22 @@ class RegistrarCore:
     # -- the sans-I/O verbs ------------------------------------------------------------
 
     def receive(self, message: Request | Response, flow: Flow, now: float) -> None:
-        if isinstance(message, Response) or message.method == "ACK":
+        if type(message) is not Request or message.method == "ACK":
             return  # a registrar sends no requests, and non-INVITE transactions have no ACK
         if flow.reliable:
             # Over TCP/TLS nothing is retransmitted, so no server transaction state is kept.
-            response, reply_flow = self._answer(message, flow, now)
-            self._outgoing.append((reply_flow, serialize_message(response)))
+            self._outgoing.append(self._answer(message, flow, now))
             return
         key = server_key(message)
-        if key is not None and key in self._transactions:
-            tx, tx_flow = self._transactions[key]
-            tx.receive_request(message, now)
-            self._flush(key, tx, tx_flow)
-            return
-        tx = ServerTransaction(message, reliable=False, now=now, timers=self._timers, key=key)
-        response, reply_flow = self._answer(message, flow, now)
-        tx.respond(response, now)
-        if key is None:
-            self._outgoing.extend((reply_flow, data) for data in tx.pop_outgoing())
-            return
-        self._transactions[key] = (tx, reply_flow)
-        self._flush(key, tx, reply_flow)
+        if key is not None:
+            answered = self._answered_udp.get(key)
+            if answered is not None:  # a retransmission: the same answer again
+                self._outgoing.append(answered)
+                return
+        answer = self._answer(message, flow, now)
+        if key is not None:
+            self._answered_udp.add(key, answer[0], answer[1], now)
+        self._outgoing.append(answer)
 
     def flow_closed(self, flow: Flow, now: float) -> None:
         """A connection ended: its outbound bindings end with it (RFC 5626 §6)."""
@@ -183,7 +177,7 @@ class RegistrarCore:
         return True
 
     def next_timer(self) -> float | None:
-        times = [self.bindings.next_expiry(), self._tx_deadlines.next()]
+        times = [self.bindings.next_expiry(), self._answered_udp.next_timer()]
         if self._auth is not None:
             times.append(self._auth.next_timer())
         due = [t for t in times if t is not None]
@@ -203,11 +197,7 @@ class RegistrarCore:
         if self._auth is not None:
             for source in self._auth.unlock_due(now):
                 self._events.emit(Kind.AUTH_LOCKOUT, source=source, on=False)
-        for key in self._tx_deadlines.pop_due(now):
-            entry = self._transactions.get(key)
-            if entry is not None:
-                entry[0].handle_timer(now)
-                self._flush(key, *entry)
+        self._answered_udp.handle_timer(now)
 
     # -- control ------------------------------------------------------------------------
 
@@ -229,15 +219,6 @@ class RegistrarCore:
 
     # -- internals ----------------------------------------------------------------------
 
-    def _flush(self, key: tuple[str, str, str], tx: ServerTransaction, flow: Flow) -> None:
-        self._outgoing.extend((flow, data) for data in tx.pop_outgoing())
-        when = tx.next_timer()
-        if tx.state is TxState.TERMINATED or when is None:
-            self._transactions.pop(key, None)
-            self._tx_deadlines.cancel(key)
-        else:
-            self._tx_deadlines.set(key, when)
-
     @staticmethod
     def _admit(tally: Tally | None) -> int:
         """A HIGH happening counted: 0 for no event, else the happenings its event stands for
@@ -247,72 +228,82 @@ class RegistrarCore:
     def _tag(self) -> str:
         return f"{self._rng.getrandbits(48):012x}"
 
-    def _answer(self, request: Request, flow: Flow, now: float) -> tuple[Response, Flow]:
-        if request.method == "OPTIONS":
-            response = response_to(request, 200, tag=self._tag())
-            response.headers.add("Allow", ALLOW)
-            response.headers.add("Accept", "application/sdp")
-            response.headers.add("Supported", SUPPORTED)
-        elif request.method != "REGISTER":
-            response = response_to(request, 405, tag=self._tag())
-            response.headers.add("Allow", ALLOW)
+    def _answer(self, request: Request, flow: Flow, now: float) -> tuple[Flow, bytes]:
+        """The response to ``request`` on the wire, and where it goes."""
+        method = request.method
+        reason: str | None = None
+        if method == "REGISTER":
+            status, reason, headers = self._answer_register(request, flow, now)
+        elif method == "OPTIONS":
+            status, headers = 200, _OPTIONS_HEADERS
         else:
-            response = self._answer_register(request, flow, now)
+            status, headers = 405, _ALLOW_HEADERS
         # Methods are the sender's to choose: two labels plus "other" keep the metric small.
-        method = request.method if request.method in ("REGISTER", "OPTIONS") else "other"
-        self.answered[method, response.status] += 1
-        return response, _reply_via(request, response, flow)
+        self.answered[method if method in _METHOD_LABELS else "other", status] += 1
+        top_via, reply_flow = _reply_via(request, flow)
+        data = response_bytes(
+            request, status, reason, tag=self._tag(), headers=headers, top_via=top_via
+        )
+        return reply_flow, data
 
-    def _answer_register(self, request: Request, flow: Flow, now: float) -> Response:
-        source = f"{flow.transport} {flow.remote[0]}:{flow.remote[1]}"
+    def _answer_register(
+        self, request: Request, flow: Flow, now: float
+    ) -> tuple[int, str | None, list[tuple[str, str]]]:
         try:
-            response = self._register(request, flow, now)
+            status, reason, headers = 200, None, self._register(request, flow, now)
         except Reject as reject:
-            response = response_to(request, reject.status, reject.reason, tag=self._tag())
-            for name, value in reject.headers:
-                response.headers.add(name, value)
+            status, reason, headers = reject.status, reject.reason, reject.headers
         sample = self._admit(self._answered)
         if sample:
+            contacts = [v for n, v in headers if n == "Contact"] if status == 200 else []
             self._events.emit(
                 Kind.REGISTER_ANSWERED,
                 aor=_aor_or_raw(request),
-                code=response.status,
-                reason=response.reason,
-                source=source,
-                contact=response.headers.get("Contact") if response.status == 200 else None,
+                code=status,
+                reason=REASON_PHRASES.get(status, "Unknown") if reason is None else reason,
+                source=f"{flow.transport} {flow.remote[0]}:{flow.remote[1]}",
+                contact=", ".join(contacts) if contacts else None,
                 registrations=len(self.bindings),
                 **_sampled(sample),
             )
-        return response
+        return status, reason, headers
 
-    def _register(self, request: Request, flow: Flow, now: float) -> Response:
+    def _register(self, request: Request, flow: Flow, now: float) -> list[tuple[str, str]]:
+        """The headers of the 200 that ``request`` gets (bindings applied), or Reject."""
         if self.maintenance:
             # Expressway keeps serving the bindings it has but takes no registration, not even
             # a refresh, so endpoints move to another peer at their next refresh.
             raise Reject(503, headers=[("Warning", self._warning(382, MAINTENANCE_TEXT))])
+        index = request.headers.index
         try:
             request_uri = parse_uri(request.uri)
-            to = parse_name_addr(request.headers.get("To") or "")
+            to = parse_name_addr(_first(index, "to"))
             aor_uri = parse_uri(to.uri)
-            call_id = request.headers.get("Call-ID") or ""
-            cseq, _ = parse_cseq(request.headers.get("CSeq") or "")
+            call_id = _first(index, "call-id")
+            cseq = parse_cseq(_first(index, "cseq"))[0]
         except SipParseError as exc:
             raise Reject(400, f"Bad Request ({exc})") from None
-        if request_uri.host.lower() not in self._domains:
+        domains = self._domains
+        if request_uri.host not in domains and request_uri.host.lower() not in domains:
             raise Reject(403, "Domain Not Served")
-        if aor_uri.host.lower() not in self._domains or not aor_uri.user:
+        host = aor_uri.host if aor_uri.host in domains else aor_uri.host.lower()
+        if host not in domains or not aor_uri.user:
             raise Reject(404)
-        aor = f"{aor_uri.user}@{aor_uri.host.lower()}"
+        aor = f"{aor_uri.user}@{host}"
         if self._auth is not None:
             self._authenticate(request, aor_uri.user, aor, flow, now)
-        unsupported = [t for t in _tags(request, "Require") if t.lower() not in UNDERSTOOD]
-        if unsupported:
-            raise Reject(420, headers=[("Unsupported", ", ".join(unsupported))])
+        if "require" in index:
+            unsupported = [t for t in _tags(request, "Require") if t.lower() not in UNDERSTOOD]
+            if unsupported:
+                raise Reject(420, headers=[("Unsupported", ", ".join(unsupported))])
         changes = self._contact_changes(request, aor, call_id, cseq, flow)
-        adds = any(change.expires for change in changes)
         capacity = self.config.capacity
-        full = capacity is not None and self.bindings.aors >= capacity
-        if adds and full and not self.bindings.has_aor(aor):
+        if (
+            capacity is not None
+            and self.bindings.aors >= capacity
+            and not self.bindings.has_aor(aor)
+            and any(change.expires for change in changes)
+        ):
             self.counts["capacity_refused"] += 1
             raise Reject(
                 503,
@@ -323,15 +314,14 @@ class RegistrarCore:
         for change in changes:
             outbound = outbound or change.reg_id is not None
             self._apply(aor, change, call_id, cseq, flow, now)
-        self._check_capacity()
-        response = response_to(request, 200, tag=self._tag())
-        for binding in self.bindings.for_aor(aor):
-            response.headers.add("Contact", _contact_value(binding, now))
+        if capacity is not None:
+            self._check_capacity()
+        headers = [("Contact", _contact_value(b, now)) for b in self.bindings.for_aor(aor)]
         if outbound:
-            response.headers.add("Require", "outbound")
-            response.headers.add("Flow-Timer", str(self.config.flow_timer))
-        response.headers.add("Date", self._http_date())
-        return response
+            headers.append(("Require", "outbound"))
+            headers.append(("Flow-Timer", str(self.config.flow_timer)))
+        headers.append(("Date", self._http_date()))
+        return headers
 
     def _apply(
         self, aor: str, change: _Change, call_id: str, cseq: int, flow: Flow, now: float
@@ -349,7 +339,15 @@ class RegistrarCore:
                     registrations=len(self.bindings),
                 )
             return
+        self._changed[aor] = None
         old = self.bindings.get(aor, change.key)
+        if old is not None:
+            self.bindings.refresh(old, change.contact, now + change.expires, call_id, cseq, flow)
+            self.counts["refreshed"] += 1
+            sample = self._admit(self._refreshed)
+            if sample:
+                self._binding_event(Kind.BINDING_REFRESHED, old, change, sample)
+            return
         binding = Binding(
             aor,
             change.contact,
@@ -362,25 +360,21 @@ class RegistrarCore:
             change.reg_id,
         )
         self.bindings.put(binding)
-        self._changed[aor] = None
-        if old is None:
-            self.counts["added"] += 1
-            kind, sample = Kind.BINDING_ADDED, 1
-        else:
-            self.counts["refreshed"] += 1
-            kind, sample = Kind.BINDING_REFRESHED, self._admit(self._refreshed)
-        if sample:
-            self._events.emit(
-                kind,
-                aor=aor,
-                contact=change.contact,
-                expires=change.expires,
-                source=binding.source,
-                flow=str(flow),
-                registrations=len(self.bindings),
-                **({"reg_id": change.reg_id, "instance": change.instance} if change.reg_id else {}),
-                **_sampled(sample),
-            )
+        self.counts["added"] += 1
+        self._binding_event(Kind.BINDING_ADDED, binding, change, 1)
+
+    def _binding_event(self, kind: str, binding: Binding, change: _Change, sample: int) -> None:
+        self._events.emit(
+            kind,
+            aor=binding.aor,
+            contact=change.contact,
+            expires=change.expires,
+            source=binding.source,
+            flow=str(binding.flow),
+            registrations=len(self.bindings),
+            **({"reg_id": change.reg_id, "instance": change.instance} if change.reg_id else {}),
+            **_sampled(sample),
+        )
 
     def _authenticate(self, request: Request, user: str, aor: str, flow: Flow, now: float) -> None:
         assert self._auth is not None
@@ -448,32 +442,36 @@ class RegistrarCore:
     ) -> list[_Change]:
         """Check every Contact before touching a binding: a REGISTER applies whole or not at all."""
         contacts = request.headers.get_all("Contact")
-        expires_header = request.headers.get("Expires")
+        index = request.headers.index
+        expires_header = index["expires"][0] if "expires" in index else None
         default = self.config.default_expires
         if expires_header is not None:
             default = _parse_expires(expires_header)
-        if any(c.strip() == "*" for c in contacts):
+        if "*" in contacts:
             if len(contacts) != 1 or expires_header is None or default != 0:
                 raise Reject(400, "Bad Request (Contact * needs Expires: 0 and no other contact)")
             self._check_order(self.bindings.for_aor(aor), call_id, cseq)
             return [_Change(b.key, b.contact, 0) for b in self.bindings.for_aor(aor)]
-        outbound = "outbound" in (t.lower() for t in _tags(request, "Supported"))
+        outbound = "supported" in index and "outbound" in (
+            t.lower() for t in _tags(request, "Supported")
+        )
         changes: list[_Change] = []
         for value in contacts:
             try:
                 contact = parse_name_addr(value)
-                uri = parse_uri(contact.uri)
+                contact_key = _contact_key(contact.uri)
             except SipParseError as exc:
                 raise Reject(400, f"Bad Request (Contact: {exc})") from None
+            params = contact.params
             expires = default
-            if "expires" in contact.params:
-                expires = _parse_expires(contact.params["expires"] or "")
+            if "expires" in params:
+                expires = _parse_expires(params["expires"] or "")
             if 0 < expires < self.config.min_expires:
                 raise Reject(423, headers=[("Min-Expires", str(self.config.min_expires))])
             granted = self._granted(expires) if expires else 0
-            reg_id = _reg_id(contact.params) if outbound else None
+            reg_id = _reg_id(params) if outbound else None
             if reg_id is not None:
-                instance = contact.params.get("+sip.instance")
+                instance = params.get("+sip.instance")
                 if not instance:
                     raise Reject(400, "Bad Request (reg-id without +sip.instance)")
                 if len(request.headers.get_all("Via")) > 1:
@@ -482,16 +480,10 @@ class RegistrarCore:
                 key: BindingKey = (instance, reg_id)
                 change = _Change(key, contact.uri, granted, instance, reg_id)
             else:
-                key = (
-                    uri.scheme,
-                    uri.user,
-                    uri.host.lower(),
-                    uri.port,
-                    (uri.params.get("transport") or "").lower() or None,
-                )
+                key = contact_key
                 change = _Change(key, contact.uri, granted)
             existing = self.bindings.get(aor, key)
-            if existing is not None:
+            if existing is not None and existing.call_id == call_id:
                 self._check_order([existing], call_id, cseq)
             changes.append(change)
         if sum(1 for c in changes if c.reg_id is not None) > 1:
@@ -506,36 +498,51 @@ class RegistrarCore:
                 raise Reject(500, "Server Internal Error (out-of-order REGISTER)")
 
 
-def _reply_via(request: Request, response: Response, flow: Flow) -> Flow:
-    """Stamp the top Via with ``received``/``rport`` and return where the response goes.
+def _reply_via(request: Request, flow: Flow) -> tuple[str | None, Flow]:
+    """The top Via of the response if it must differ from the request's, and where the
+    response goes.
 
     RFC 3261 §18.2.1: ``received`` when the sent-by host is not the source address; RFC 3581
     §4: ``rport`` filled in (and ``received`` always) when the client asked with a bare
     ``rport``. Over TCP/TLS the response goes back on the connection (§18.2.2); over UDP to
     the source address, at the source port if ``rport`` was asked for, else at the sent-by
     port (default 5060)."""
-    vias = request.headers.get_all("Via")
+    vias = request.headers.index.get("via")
     if not vias:
-        return flow
+        return None, flow
+    first = vias[0]
     try:
-        top = parse_via(vias[0])
+        top = parse_via(first if "," not in first else request.headers.get_all("Via")[0])
     except SipParseError:
-        return flow
+        return None, flow
     host, port = flow.remote
-    params = dict(top.params)
+    params = top.params
     wants_rport = "rport" in params and params["rport"] is None
-    if wants_rport:
-        params["rport"] = str(port)
-    if wants_rport or top.host.lower() != host.lower():
-        params["received"] = host
-    if params != top.params:
-        stamped = str(Via(top.transport, top.host, top.port, params))
-        response.headers.set("Via", stamped)
-        for rest in vias[1:]:
-            response.headers.add("Via", rest)
+    stamped = None
+    if wants_rport or (top.host != host and top.host.lower() != host.lower()):
+        stamp = dict(params)
+        if wants_rport:
+            stamp["rport"] = str(port)
+        stamp["received"] = host
+        if stamp != params:
+            stamped = str(Via(top.transport, top.host, top.port, stamp))
     if flow.reliable or wants_rport:
-        return flow
-    return Flow(flow.transport, flow.local, (host, top.port or DEFAULT_SIP_PORT))
+        return stamped, flow
+    return stamped, Flow(flow.transport, flow.local, (host, top.port or DEFAULT_SIP_PORT))
+
+
+@memoized
+def _contact_key(uri: str) -> ContactKey:
+    """The binding key of a contact URI (SipParseError if it is no sip:/sips: URI)."""
+    parsed = parse_uri(uri)
+    transport = parsed.params.get("transport")
+    return (
+        parsed.scheme,
+        parsed.user,
+        parsed.host.lower(),
+        parsed.port,
+        transport.lower() if transport else None,
+    )
 
 
 def _contact_value(binding: Binding, now: float) -> str:
@@ -547,6 +554,11 @@ def _contact_value(binding: Binding, now: float) -> str:
 
 def _tags(request: Request, header: str) -> list[str]:
     return [t.strip() for t in request.headers.get_all(header) if t.strip()]
+
+
+def _first(index: dict[str, list[str]], key: str) -> str:
+    values = index.get(key)
+    return values[0] if values else ""
 
 
 def _reg_id(params: dict[str, str | None]) -> int | None:

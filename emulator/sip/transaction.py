@@ -2,8 +2,10 @@
 
 The shell feeds messages, transport errors and timer wake-ups with its own `now` (monotonic
 seconds); the transaction answers with bytes to send (`pop_outgoing`), the next deadline
-(`next_timer`) and events (`next_event`). The transition tables below are RFC 3261 Figures 7
-and 8 written as data; an input a state does not list is ignored (e.g. a late retransmission).
+(`next_timer`) and events (`next_event`). The client's transition table below is RFC 3261
+Figure 7 written as data; an input a state does not list is ignored (e.g. a late
+retransmission). A server that answers every request at once needs only the Completed state
+of Figure 8, which :class:`AnsweredRequests` keeps for many transactions together.
 """
 
 from __future__ import annotations
@@ -11,6 +13,7 @@ from __future__ import annotations
 import enum
 from collections import deque
 from dataclasses import dataclass
+from typing import Generic, TypeVar
 
 from emulator.sip.message import (
     Request,
@@ -21,10 +24,13 @@ from emulator.sip.message import (
     serialize_message,
 )
 
+# Where a server sent a response (a registrar's Flow), kept as it is.
+F = TypeVar("F")
+
 __all__ = [
+    "AnsweredRequests",
     "ClientTransaction",
     "ResponseReceived",
-    "ServerTransaction",
     "TimerConfig",
     "TransactionEvent",
     "TransactionTerminated",
@@ -74,15 +80,13 @@ TransactionEvent = ResponseReceived | TransactionTimedOut | TransportFailed | Tr
 
 
 class _In(enum.Enum):
-    """Inputs that move a transaction (the arrows of Figures 7 and 8)."""
+    """Inputs that move a client transaction (the arrows of Figure 7)."""
 
     PROVISIONAL = "1xx"  # received (client) or sent by the TU (server)
     FINAL = "200-699"  # received (client) or sent by the TU (server)
-    REQUEST = "request retransmission"
     TIMER_E = "Timer E"
     TIMER_F = "Timer F"
     TIMER_K = "Timer K"
-    TIMER_J = "Timer J"
     TRANSPORT_ERROR = "transport error"
 
 
@@ -106,25 +110,6 @@ CLIENT_TRANSITIONS: dict[TxState, dict[_In, TxState]] = {
     },
     _S.COMPLETED: {
         _In.TIMER_K: _S.TERMINATED,
-    },
-    _S.TERMINATED: {},
-}
-
-# RFC 3261 Figure 8: non-INVITE server transaction.
-SERVER_TRANSITIONS: dict[TxState, dict[_In, TxState]] = {
-    _S.TRYING: {
-        _In.REQUEST: _S.TRYING,
-        _In.PROVISIONAL: _S.PROCEEDING,
-        _In.FINAL: _S.COMPLETED,
-    },
-    _S.PROCEEDING: {
-        _In.REQUEST: _S.PROCEEDING,
-        _In.PROVISIONAL: _S.PROCEEDING,
-        _In.FINAL: _S.COMPLETED,
-    },
-    _S.COMPLETED: {
-        _In.REQUEST: _S.COMPLETED,
-        _In.TIMER_J: _S.TERMINATED,
     },
     _S.TERMINATED: {},
 }
@@ -164,11 +149,10 @@ def _classify(status: int) -> _In | None:
 
 
 class _Transaction:
-    """State, timers and queues shared by both roles; subclasses supply the table.
+    """State, timers and queues of a transaction; the subclass supplies the table.
 
-    A registrar keeps every UDP server transaction for Timer J (32 s): at thousands of
-    REGISTERs a second that is a few hundred thousand of them, each one walked by every full
-    garbage collection. Hence the slots, and the event queue made only when an event comes.
+    An endpoint host keeps one per registration in flight, thousands of them: hence the
+    slots, and the event queue made only when an event comes.
     """
 
     __slots__ = ("_config", "_deadlines", "_events", "_outgoing", "_reliable", "state")
@@ -287,39 +271,43 @@ class ClientTransaction(_Transaction):
             self._move(timer)
 
 
-class ServerTransaction(_Transaction):
-    __slots__ = ("_last_response", "key")
-    _table = SERVER_TRANSITIONS
+class AnsweredRequests(Generic[F]):
+    """The non-INVITE server transactions over UDP of a TU that answers every request at once.
 
-    def __init__(
-        self,
-        request: Request,
-        *,
-        reliable: bool,
-        now: float,
-        timers: TimerConfig = TimerConfig(),  # frozen, so sharing is safe
-        key: tuple[str, str, str] | None = None,
-    ) -> None:
-        """``key``: the request's ``server_key``, when the caller has already computed it."""
-        key = key or server_key(request)
-        if key is None:
-            raise ValueError("the request needs a top Via with a branch parameter")
-        super().__init__(reliable, timers)
-        self.key: tuple[str, str, str] = key
-        self._last_response: bytes | None = None
+    RFC 3261 §17.2.2 (Figure 8): the TU's final response takes a transaction from Trying to
+    Completed, where every retransmission of the request gets that response again, until
+    Timer J (64*T1 on an unreliable transport) ends it. Answered at once, a transaction never
+    lingers in Trying or Proceeding, so it is its key, its response, where that went, and
+    when Timer J fires. Timer J is the same for all of them, so they end in the order they
+    began: a queue, not a heap, and nothing per transaction but a dict entry. (Over TCP/TLS
+    Timer J is zero: nothing is kept.)
+    """
 
-    def respond(self, response: Response, now: float) -> None:
-        kind = _classify(response.status)
-        if kind is None or not self._move(kind):
-            return  # §17.2.2: responses after the final one are discarded
-        self._last_response = serialize_message(response)
-        self._outgoing.append(self._last_response)
-        if kind is _In.FINAL:
-            self._start_wait(_In.TIMER_J, 0 if self._reliable else 64 * self._config.t1, now)
+    def __init__(self, timers: TimerConfig = TimerConfig()) -> None:
+        self._timer_j = 64 * timers.t1
+        self._sent: dict[tuple[str, str, str], tuple[F, bytes, float]] = {}
+        self._ends: deque[tuple[float, tuple[str, str, str]]] = deque()
 
-    def receive_request(self, request: Request, now: float) -> None:
-        if self._move(_In.REQUEST) and self._last_response is not None:
-            self._outgoing.append(self._last_response)
+    def __len__(self) -> int:
+        return len(self._sent)
 
-    def _on_timer(self, timer: _In, now: float) -> None:
-        self._move(timer)
+    def get(self, key: tuple[str, str, str]) -> tuple[F, bytes] | None:
+        """Where the response to the request with ``key`` went, and the response."""
+        found = self._sent.get(key)
+        return None if found is None else (found[0], found[1])
+
+    def add(self, key: tuple[str, str, str], where: F, response: bytes, now: float) -> None:
+        ends = now + self._timer_j
+        self._sent[key] = (where, response, ends)
+        self._ends.append((ends, key))
+
+    def next_timer(self) -> float | None:
+        return self._ends[0][0] if self._ends else None
+
+    def handle_timer(self, now: float) -> None:
+        ends, sent = self._ends, self._sent
+        while ends and ends[0][0] <= now:
+            when, key = ends.popleft()
+            found = sent.get(key)
+            if found is not None and found[2] == when:  # not answered again since
+                del sent[key]

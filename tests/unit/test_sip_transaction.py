@@ -7,10 +7,9 @@ import pytest
 from emulator.sip.message import Headers, Request, Response, response_to, serialize_message
 from emulator.sip.transaction import (
     CLIENT_TRANSITIONS,
-    SERVER_TRANSITIONS,
+    AnsweredRequests,
     ClientTransaction,
     ResponseReceived,
-    ServerTransaction,
     TimerConfig,
     TransactionEvent,
     TransactionTerminated,
@@ -41,7 +40,7 @@ def register(branch: str | None = BRANCH, method: str = "REGISTER") -> Request:
     )
 
 
-def events(tx: ClientTransaction | ServerTransaction) -> list[TransactionEvent]:
+def events(tx: ClientTransaction) -> list[TransactionEvent]:
     out = []
     while (event := tx.next_event()) is not None:
         out.append(event)
@@ -60,9 +59,9 @@ def run_until(tx: ClientTransaction, end: float) -> list[float]:
 # --- tables --------------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("table", [CLIENT_TRANSITIONS, SERVER_TRANSITIONS])
-def test_tables_cover_every_state_and_only_move_forward(table: dict) -> None:
-    order = list(TxState)  # Trying, Proceeding, Completed, Terminated (Figures 7 and 8)
+def test_the_table_covers_every_state_and_only_moves_forward() -> None:
+    table = CLIENT_TRANSITIONS
+    order = list(TxState)  # Trying, Proceeding, Completed, Terminated (Figure 7)
     assert set(table) == set(order)
     assert table[TxState.TERMINATED] == {}
     for state, moves in table.items():
@@ -239,56 +238,32 @@ def test_client_key() -> None:
     assert client_key(Response(200, "OK", Headers())) is None
 
 
-def test_server_refuses_request_without_branch() -> None:
-    with pytest.raises(ValueError, match="branch"):
-        ServerTransaction(register(branch=None), reliable=True, now=0.0)
+def test_answered_request_gets_the_same_answer_until_timer_j() -> None:
+    answered: AnsweredRequests[str] = AnsweredRequests()
+    key = server_key(register())
+    assert key is not None
+    assert answered.get(key) is None
+    answered.add(key, "flow", b"SIP/2.0 200 OK", now=1.0)
+    assert answered.next_timer() == pytest.approx(1.0 + 32.0)  # Timer J = 64*T1 over UDP
+    assert answered.get(key) == ("flow", b"SIP/2.0 200 OK")  # a retransmission: same answer
+    answered.handle_timer(32.9)
+    assert answered.get(key) == ("flow", b"SIP/2.0 200 OK")
+    answered.handle_timer(33.0)
+    assert answered.get(key) is None
+    assert answered.next_timer() is None
+    assert len(answered) == 0
 
 
-def test_server_retransmitted_request_gets_the_last_response_and_timer_j() -> None:
-    req = register()
-    tx = ServerTransaction(req, reliable=False, now=0.0)
-    assert tx.key == (BRANCH, "127.0.0.101:5060", "REGISTER")
-    tx.receive_request(req, now=0.1)  # Trying, nothing sent yet: absorbed
-    assert tx.pop_outgoing() == []
-    trying = response_to(req, 100)
-    tx.respond(trying, now=0.2)
-    assert tx.state is TxState.PROCEEDING
-    assert tx.pop_outgoing() == [serialize_message(trying)]
-    tx.receive_request(req, now=0.5)
-    assert tx.pop_outgoing() == [serialize_message(trying)]
-    ok = response_to(req, 200)
-    tx.respond(ok, now=1.0)
-    assert tx.state is TxState.COMPLETED
-    assert tx.pop_outgoing() == [serialize_message(ok)]
-    assert tx.next_timer() == pytest.approx(1.0 + 32.0)
-    tx.receive_request(req, now=2.0)
-    assert tx.pop_outgoing() == [serialize_message(ok)]
-    tx.respond(response_to(req, 500), now=3.0)  # a second final response is discarded
-    assert tx.pop_outgoing() == []
-    assert events(tx) == []
-    tx.handle_timer(32.9)
-    assert tx.state is TxState.COMPLETED
-    tx.handle_timer(33.0)
-    assert tx.state is TxState.TERMINATED
-    assert events(tx) == [TransactionTerminated()]
-    tx.receive_request(req, now=34.0)
-    assert tx.pop_outgoing() == []
-
-
-def test_reliable_server_terminates_at_once_after_final() -> None:
-    req = register()
-    tx = ServerTransaction(req, reliable=True, now=0.0)
-    tx.respond(response_to(req, 503), now=0.1)
-    assert tx.state is TxState.TERMINATED
-    assert len(tx.pop_outgoing()) == 1
-    assert events(tx) == [TransactionTerminated()]
-    assert tx.next_timer() is None
-
-
-def test_server_ignores_out_of_range_status() -> None:
-    tx = ServerTransaction(register(), reliable=True, now=0.0)
-    bogus = response_to(register(), 200)
-    bogus.status = 700
-    tx.respond(bogus, now=0.0)
-    assert tx.state is TxState.TRYING
-    assert tx.pop_outgoing() == []
+def test_answered_requests_end_in_order_and_a_later_answer_keeps_its_own_timer_j() -> None:
+    answered: AnsweredRequests[str] = AnsweredRequests(TimerConfig(t1=0.1))  # Timer J 6.4 s
+    first, second = ("a", "h:1", "REGISTER"), ("b", "h:1", "REGISTER")
+    answered.add(first, "f", b"1", now=0.0)
+    answered.add(second, "f", b"2", now=1.0)
+    answered.handle_timer(6.4)
+    assert (answered.get(first), answered.get(second)) == (None, ("f", b"2"))
+    answered.add(first, "f", b"1 again", now=7.0)  # the same key answered anew after its end
+    answered.handle_timer(7.4)
+    assert answered.get(first) == ("f", b"1 again")
+    assert answered.next_timer() == pytest.approx(13.4)
+    answered.handle_timer(13.4)
+    assert len(answered) == 0
