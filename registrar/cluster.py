@@ -1,16 +1,18 @@
 """The cluster-wide binding view, sans-I/O: which peer holds which binding, and doubles.
 
-Each peer keeps a replica keyed by (peer, AOR, binding key) -> entry with an expiry on its own
-clock. Its own entries follow its binding store (the shell calls :meth:`ClusterView.local`
-after every binding event with the AOR's bindings as they now are); other peers' entries come
-over the peer link (:meth:`receive`) and run out at their own expiry. The shell sends what
-:meth:`pop_outgoing` returns to every connected peer, :meth:`hello` to a peer when a link
-opens, and restores into its store what :meth:`pop_restores` returns.
+Each peer knows its own bindings (the shell calls :meth:`ClusterView.local` with an AOR's
+bindings whenever they change) and keeps a replica of the other peers', keyed by (peer, AOR,
+binding key) -> entry with an expiry on its own clock; those come over the peer link
+(:meth:`receive`) and run out at their own expiry. The shell sends what :meth:`pop_outgoing`
+returns to every connected peer, :meth:`hello` to a peer when a link opens, and restores into
+its store what :meth:`pop_restores` returns.
 
 Rules, so a reader can check them without the shell:
 
 * A peer is the authority on its own bindings: its ``hello`` snapshot replaces what we knew
-  of it, its ``add``/``refresh``/``remove`` change them in link order.
+  of it, and each of its ``aor`` updates replaces what we knew of its bindings of that AOR.
+  An update carries the AOR's bindings as they are when it is sent, so updates of one AOR
+  that pile up between two sends go as one, and the last one sent is the truth.
 * Entries of a peer whose link is down are kept until they expire (they are what a restarted
   peer learns back) but count for nothing else: not bound there any more, not a double.
 * Entries for *us* in the first snapshot a peer sends after we started are bindings we held
@@ -28,7 +30,6 @@ Rules, so a reader can check them without the shell:
 from __future__ import annotations
 
 import math
-from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
 
@@ -159,44 +160,40 @@ class ClusterView:
         self._events = events
         # False for a peer with no peer link: nobody would ever take the updates off the queue.
         self._replicate = replicate
+        # Our own bindings, as the shell last gave them, per AOR: the store's own objects, so
+        # a refresh costs the view one dict store; entries are made of them only to be sent.
+        self._mine: dict[str, list[Binding]] = {}
+        # AORs whose bindings changed since the last pop_outgoing (an ordered set).
+        self._dirty: dict[str, None] = {}
+        # Other peers' entries, and their refs per AOR.
         self._entries: dict[Ref, Entry] = {}
         self._by_aor: dict[str, set[Ref]] = {}
-        self._expiry: Deadlines[Ref] = Deadlines()  # other peers' entries only
+        self._expiry: Deadlines[Ref] = Deadlines()
         self._up: set[str] = set()
         self._greeted: set[str] = set()  # peers whose first snapshot we have had
         self._doubles: dict[str, tuple[str, ...]] = {}
-        self._outgoing: list[Message] = []
         self._restores: list[Entry] = []
 
     # -- our own bindings --------------------------------------------------------------
 
-    def local(self, aor: str, bindings: Iterable[Binding], now: float) -> None:
-        """``aor``'s bindings in our store are now ``bindings``: tell the peers what changed."""
-        me, entries = self.me, self._entries
-        new = {(me, aor, b.key): b for b in bindings}
-        old = [ref for ref in self._by_aor.get(aor, ()) if ref[0] == me]
-        for ref in old:
-            if ref not in new:
-                self._drop(ref)
-                if self._replicate:
-                    self._outgoing.append({"op": "remove", "aor": aor, "key": list(ref[2])})
-        for ref, binding in new.items():
-            held = entries.get(ref)
-            entry = entry_of(me, binding)
-            if held == entry:
-                continue
-            self._put(entry, expires=False)
-            if self._replicate:
-                op = "refresh" if held is not None else "add"
-                self._outgoing.append({"op": op, "entry": entry.to_wire(now)})
-        self._check_double(aor)
+    def local(self, aor: str, bindings: list[Binding]) -> None:
+        """``aor``'s bindings in our store are now ``bindings``."""
+        if bindings:
+            self._mine[aor] = bindings
+        else:
+            self._mine.pop(aor, None)
+        if self._replicate:
+            self._dirty[aor] = None
+        if aor in self._by_aor or aor in self._doubles:
+            self._check_double(aor)
 
     def hello(self, now: float) -> Message:
         """What we send first on a new link: who we are and everything we know."""
         return {
             "op": "hello",
             "peer": self.me,
-            "entries": [e.to_wire(now) for e in self._entries.values()],
+            "entries": [e.to_wire(now) for e in self._own_entries()]
+            + [e.to_wire(now) for e in self._entries.values()],
         }
 
     # -- the peer link -----------------------------------------------------------------
@@ -211,16 +208,18 @@ class ClusterView:
             return self._hello(message, now)
         if peer is None:
             raise ClusterProtocolError(f"{op!r} before hello")
-        if op in ("add", "refresh"):
-            entry = Entry.from_wire(message.get("entry"), now)
-            if entry.peer != peer:
-                raise ClusterProtocolError(f"{peer} sent an entry of {entry.peer}")
-            self._put(entry, expires=True)
-            self._check_double(entry.aor)
-        elif op == "remove":
+        if op == "aor":
             aor = _text(message.get("aor"))
-            ref = (peer, aor, tuple(_key(message.get("key"))))
-            self._drop(ref)
+            raw = message.get("entries")
+            if not isinstance(raw, list):
+                raise ClusterProtocolError("an aor update without an entries list")
+            entries = [Entry.from_wire(item, now) for item in raw]
+            if any(entry.peer != peer or entry.aor != aor for entry in entries):
+                raise ClusterProtocolError(f"{peer} sent an entry not of its own for {aor}")
+            for ref in [r for r in self._by_aor.get(aor, ()) if r[0] == peer]:
+                self._drop(ref)
+            for entry in entries:
+                self._put(entry)
             self._check_double(aor)
         elif op != "ping":
             raise ClusterProtocolError(f"unknown op {op!r}")
@@ -252,11 +251,11 @@ class ClusterView:
         for entry in entries:
             touched.add(entry.aor)
             if entry.peer == peer:
-                self._put(entry, expires=True)
+                self._put(entry)
             elif entry.peer != self.me and entry.peer not in self._up:
                 held = self._entries.get(entry.ref)
                 if held is None or held.expires_at < entry.expires_at:
-                    self._put(entry, expires=True)
+                    self._put(entry)
         self._up.add(peer)
         if first:
             self._restores.extend(
@@ -264,7 +263,7 @@ class ClusterView:
                 for entry in entries
                 if entry.peer == self.me
                 and entry.reg_id is None
-                and entry.ref not in self._entries
+                and not self._holds(entry.aor, entry.key)
                 and not self._bound_elsewhere(entry.aor)
             )
         self._events.emit(Kind.CLUSTER_JOINED, peer=peer, bindings=len(entries))
@@ -274,9 +273,25 @@ class ClusterView:
 
     # -- sans-I/O verbs ----------------------------------------------------------------
 
-    def pop_outgoing(self) -> list[Message]:
-        out, self._outgoing = self._outgoing, []
-        return out
+    def pop_outgoing(self, now: float) -> list[Message]:
+        """What the peers must hear: each changed AOR's bindings as they are now (a burst of
+        refreshes of one AOR is one message)."""
+        if not self._dirty:
+            return []
+        dirty, self._dirty = self._dirty, {}
+        me, mine = self.me, self._mine
+        return [
+            {
+                "op": "aor",
+                "aor": aor,
+                "entries": [entry_of(me, b).to_wire(now) for b in mine.get(aor, ())],
+            }
+            for aor in dirty
+        ]
+
+    def drop_outgoing(self) -> None:
+        """Forget the pending updates: there is no link to send them on."""
+        self._dirty.clear()
 
     def pop_restores(self) -> list[Entry]:
         out, self._restores = self._restores, []
@@ -301,8 +316,10 @@ class ClusterView:
 
     def bound(self, aor: str) -> list[str]:
         """The live peers ``aor`` is bound on."""
-        peers = {r[0] for r in self._by_aor.get(aor, ())}
-        return sorted(p for p in peers if p == self.me or p in self._up)
+        peers = {r[0] for r in self._by_aor.get(aor, ()) if r[0] in self._up}
+        if aor in self._mine:
+            peers.add(self.me)
+        return sorted(peers)
 
     def doubles(self) -> list[dict[str, object]]:
         return [{"aor": aor, "peers": list(peers)} for aor, peers in sorted(self._doubles.items())]
@@ -310,21 +327,25 @@ class ClusterView:
     def status(self, now: float) -> dict[str, object]:
         return {
             "peers_up": self.peers_up,
-            "bindings": [
-                {**e.view(now), "live": e.peer == self.me or e.peer in self._up}
-                for e in self._entries.values()
-            ],
+            "bindings": [{**e.view(now), "live": True} for e in self._own_entries()]
+            + [{**e.view(now), "live": e.peer in self._up} for e in self._entries.values()],
             "doubles": self.doubles(),
         }
 
     # -- internals ---------------------------------------------------------------------
 
-    def _put(self, entry: Entry, *, expires: bool) -> None:
+    def _own_entries(self) -> list[Entry]:
+        me = self.me
+        return [entry_of(me, b) for bindings in self._mine.values() for b in bindings]
+
+    def _holds(self, aor: str, key: tuple[Any, ...]) -> bool:
+        return any(tuple(b.key) == key for b in self._mine.get(aor, ()))
+
+    def _put(self, entry: Entry) -> None:
         ref = entry.ref
         self._entries[ref] = entry
         self._by_aor.setdefault(entry.aor, set()).add(ref)
-        if expires:
-            self._expiry.set(ref, entry.expires_at)
+        self._expiry.set(ref, entry.expires_at)
 
     def _drop(self, ref: Ref) -> None:
         if self._entries.pop(ref, None) is None:
@@ -338,14 +359,12 @@ class ClusterView:
     def _bound_elsewhere(self, aor: str) -> bool:
         """``aor`` is bound on a live peer other than us: its client registered there after
         we went away, so what we held for it is stale."""
-        return any(r[0] != self.me and r[0] in self._up for r in self._by_aor.get(aor, ()))
+        return any(r[0] in self._up for r in self._by_aor.get(aor, ()))
 
     def _aors_of(self, peer: str) -> list[str]:
         return list({r[1] for r in self._entries if r[0] == peer})
 
     def _check_double(self, aor: str) -> None:
-        if aor not in self._doubles and len(self._by_aor.get(aor, ())) < 2:
-            return  # the usual case, checked on every refresh: one binding, and no double
         peers = tuple(self.bound(aor))
         was = self._doubles.get(aor)
         if len(peers) > 1 and peers != was:

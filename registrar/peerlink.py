@@ -2,8 +2,9 @@
 
 Every peer listens on its cluster port; of each pair, the peer whose name sorts first dials
 the other (one connection per pair) and dials again after a loss, with backoff. Messages are
-newline-delimited JSON: each side sends ``hello`` (its name and snapshot) first, then
-``add``/``refresh``/``remove`` as its bindings change and a ``ping`` every heartbeat. A link
+newline-delimited JSON: each side sends ``hello`` (its name and snapshot) first, then an
+``aor`` update (that AOR's bindings as they are) when an AOR's bindings change, and a
+``ping`` every heartbeat. A link
 silent for three heartbeats (a frozen peer keeps its sockets open) is closed and counts as
 down. A peer that sends something that is not a cluster message loses its link.
 """
@@ -25,14 +26,21 @@ BACKOFF_FIRST, BACKOFF_MAX = 0.1, 2.0
 MISSED_HEARTBEATS = 3
 
 
+def _line(message: dict[str, object]) -> bytes:
+    return json.dumps(message, separators=(",", ":")).encode() + b"\n"
+
+
 class _Conn:
     def __init__(self, writer: asyncio.StreamWriter) -> None:
         self.writer = writer
         self.peer: str | None = None
 
     def send(self, message: dict[str, object]) -> None:
+        self.write(_line(message))
+
+    def write(self, data: bytes) -> None:
         if not self.writer.is_closing():
-            self.writer.write(json.dumps(message, separators=(",", ":")).encode() + b"\n")
+            self.writer.write(data)
 
 
 class PeerLink:
@@ -77,13 +85,16 @@ class PeerLink:
                     await self._server.wait_closed()
 
     def broadcast(self) -> None:
-        """Send the view's pending updates to every link that has said hello."""
-        messages = self.view.pop_outgoing()
+        """Send the view's pending updates on every open link, each encoded once."""
+        if not self._conns:
+            self.view.drop_outgoing()  # a link that opens starts with the whole snapshot
+            return
+        messages = self.view.pop_outgoing(self._loop.time())
         if not messages:
             return
+        data = b"".join(_line(message) for message in messages)
         for conn in self._conns:
-            for message in messages:
-                conn.send(message)
+            conn.write(data)
 
     def _spawn(self, coro: object) -> None:
         task = asyncio.ensure_future(coro)  # type: ignore[arg-type]

@@ -51,6 +51,7 @@ class RegistrarServer:
         self.transport = SipTransport(self)
         self.metrics: MetricsListener | None = None
         self._timer = Rearm(self._on_timer)
+        self._settling = False  # a _pump is due at the end of this turn of the loop
         self._loop = asyncio.get_running_loop()
         self.cluster = ClusterView(
             config.name, ctx.emitter, replicate=config.cluster_port is not None
@@ -78,8 +79,16 @@ class RegistrarServer:
 
     # TransportUser
     def message_received(self, message: Message, flow: Flow) -> None:
-        self.core.receive(message, flow, self._loop.time())
-        self._pump()
+        core = self.core
+        core.receive(message, flow, self._loop.time())
+        # The answer leaves at once (a stream's answers to one read go out in one write); the
+        # cluster view and the timer wait for the end of this turn of the loop, so that the
+        # REGISTERs of one read (or of one burst of datagrams) are told to them once.
+        for reply_flow, data in core.pop_outgoing():
+            self.transport.send(reply_flow, data)
+        if not self._settling:
+            self._settling = True
+            self._loop.call_soon(self._pump)
 
     def bad_message(self, flow: Flow, error: str) -> None:
         self.ctx.emit("sip.bad_message", flow=str(flow), error=error)
@@ -90,13 +99,13 @@ class RegistrarServer:
         self._pump()
 
     def _pump(self) -> None:
+        self._settling = False
         for flow, data in self.core.pop_outgoing():
             self.transport.send(flow, data)
         changed = self.core.pop_changed()
         if changed:
-            now = self._loop.time()
             for aor in changed:
-                self.cluster.local(aor, self.core.bindings.for_aor(aor), now)
+                self.cluster.local(aor, self.core.bindings.for_aor(aor))
             if self.peerlink is not None:
                 self.peerlink.broadcast()
         self._timer.arm(self.core.next_timer())

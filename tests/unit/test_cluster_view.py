@@ -43,8 +43,9 @@ def link(a: ClusterView, b: ClusterView, now: float) -> None:
     a.receive(None, hello_b, now)
 
 
-def relay(a: ClusterView, b: ClusterView, now: float) -> None:
-    for message in a.pop_outgoing():
+def relay(a: ClusterView, b: ClusterView, now: float, sent: float | None = None) -> None:
+    """``a``'s updates, sent at ``sent`` on its clock (default ``now``), arrive at ``b``."""
+    for message in a.pop_outgoing(now if sent is None else sent):
         b.receive(a.me, message, now)
 
 
@@ -52,14 +53,14 @@ def test_add_refresh_remove_reach_the_other_peer() -> None:
     v1, _, v2, s2 = pair()
     link(v1, v2, 0.0)
     assert s2.of("cluster.joined") == [{"peer": "exp1", "bindings": 0}]
-    v1.local("a@d", [binding("a@d", 60.0)], 0.0)
+    v1.local("a@d", [binding("a@d", 60.0)])
     relay(v1, v2, 0.0)
     assert [(b["peer"], b["expires"]) for b in v2.status(0.0)["bindings"]] == [("exp1", 60)]
     assert v2.bound("a@d") == ["exp1"]
-    v1.local("a@d", [binding("a@d", 90.0)], 30.0)
+    v1.local("a@d", [binding("a@d", 90.0)])
     relay(v1, v2, 30.0)
     assert v2.status(30.0)["bindings"][0]["expires"] == 60
-    v1.local("a@d", [], 40.0)
+    v1.local("a@d", [])
     relay(v1, v2, 40.0)
     assert v2.status(40.0)["bindings"] == []
 
@@ -67,8 +68,8 @@ def test_add_refresh_remove_reach_the_other_peer() -> None:
 def test_remote_entries_expire_by_their_own_expiry() -> None:
     v1, _, v2, _ = pair()
     link(v1, v2, 0.0)
-    v1.local("a@d", [binding("a@d", 60.0)], 0.0)
-    relay(v1, v2, 10.0)  # arrived 10 s later: 60 s left from the sender's view at 0
+    v1.local("a@d", [binding("a@d", 60.0)])
+    relay(v1, v2, 10.0, sent=0.0)  # arrived 10 s later: 60 s left from the sender's view at 0
     assert v2.next_timer() == 70.0
     v2.handle_timer(69.0)
     assert v2.bound("a@d") == ["exp1"]
@@ -78,16 +79,16 @@ def test_remote_entries_expire_by_their_own_expiry() -> None:
 
 def test_snapshot_on_join_and_double_detection() -> None:
     v1, s1, v2, s2 = pair()
-    v1.local("a@d", [binding("a@d", 60.0)], 0.0)
-    v2.local("a@d", [binding("a@d", 50.0)], 0.0)
-    v1.pop_outgoing(), v2.pop_outgoing()
+    v1.local("a@d", [binding("a@d", 60.0)])
+    v2.local("a@d", [binding("a@d", 50.0)])
+    v1.pop_outgoing(0.0), v2.pop_outgoing(0.0)
     assert s1.of("cluster.double") == []
     link(v1, v2, 0.0)
     double = {"aor": "a@d", "on": True, "peers": ["exp1", "exp2"]}
     assert s1.of("cluster.double") == [double]
     assert s2.of("cluster.double") == [double]
     assert v1.doubles() == [{"aor": "a@d", "peers": ["exp1", "exp2"]}]
-    v2.local("a@d", [], 5.0)
+    v2.local("a@d", [])
     relay(v2, v1, 5.0)
     assert s1.of("cluster.double")[-1] == {"aor": "a@d", "on": False, "peers": ["exp1"]}
     assert v1.doubles() == []
@@ -96,9 +97,9 @@ def test_snapshot_on_join_and_double_detection() -> None:
 def test_a_peer_that_left_is_not_bound_but_its_entries_are_kept_for_it() -> None:
     v1, s1, v2, _ = pair()
     link(v1, v2, 0.0)
-    v2.local("a@d", [binding("a@d", 60.0)], 0.0)
+    v2.local("a@d", [binding("a@d", 60.0)])
     relay(v2, v1, 0.0)
-    v1.local("a@d", [binding("a@d", 60.0)], 1.0)
+    v1.local("a@d", [binding("a@d", 60.0)])
     assert s1.of("cluster.double")[-1]["on"] is True
     v1.peer_down("exp2", "silent")
     assert s1.of("cluster.left") == [{"peer": "exp2", "reason": "silent"}]
@@ -110,7 +111,7 @@ def test_a_peer_that_left_is_not_bound_but_its_entries_are_kept_for_it() -> None
 def test_a_restarted_peer_learns_its_bindings_back_once() -> None:
     v1, _, v2, _ = pair()
     link(v1, v2, 0.0)
-    v1.local("a@d", [binding("a@d", 60.0)], 0.0)
+    v1.local("a@d", [binding("a@d", 60.0)])
     relay(v1, v2, 0.0)
     v2.peer_down("exp1", "closed")
     reborn = ClusterView("exp1", Sink())  # a new process: new clock origin too
@@ -128,11 +129,11 @@ def test_a_binding_whose_client_registered_elsewhere_since_is_not_restored() -> 
     not one (found with siplab kill/start on the seed lab)."""
     v1, _, v2, s2 = pair()
     link(v1, v2, 0.0)
-    v1.local("a@d", [binding("a@d", 60.0)], 0.0)
-    v1.local("b@d", [binding("b@d", 60.0)], 0.0)
+    v1.local("a@d", [binding("a@d", 60.0)])
+    v1.local("b@d", [binding("b@d", 60.0)])
     relay(v1, v2, 0.0)
     v2.peer_down("exp1", "closed")
-    v2.local("a@d", [binding("a@d", 70.0, "sip:a@127.0.0.101:41529")], 10.0)
+    v2.local("a@d", [binding("a@d", 70.0, "sip:a@127.0.0.101:41529")])
     sink = Sink()
     reborn = ClusterView("exp1", sink)
     link(reborn, v2, 20.0)
@@ -145,10 +146,10 @@ def test_a_binding_whose_client_registered_elsewhere_since_is_not_restored() -> 
 def test_the_peer_is_the_authority_on_its_own_bindings() -> None:
     v1, _, v2, _ = pair()
     link(v1, v2, 0.0)
-    v2.local("a@d", [binding("a@d", 60.0)], 0.0)
+    v2.local("a@d", [binding("a@d", 60.0)])
     relay(v2, v1, 0.0)
-    v2.local("a@d", [], 1.0)
-    v2.pop_outgoing()  # the removal is lost with the link
+    v2.local("a@d", [])
+    v2.pop_outgoing(1.0)  # the removal is lost with the link
     v1.peer_down("exp2", "silent")
     link(v2, v1, 2.0)  # its new snapshot no longer has the binding
     assert v1.bound("a@d") == []
@@ -159,7 +160,8 @@ def test_the_peer_is_the_authority_on_its_own_bindings() -> None:
     "message",
     [
         "not an object",
-        {"op": "add", "entry": {}},
+        {"op": "aor", "aor": "a@d", "entries": [{}]},
+        {"op": "aor", "aor": "a@d"},
         {"op": "hello"},
         {"op": "hello", "peer": "exp1", "entries": []},  # our own name
         {"op": "hello", "peer": "exp2", "entries": [{"peer": "x", "expires": "nan"}]},
@@ -176,30 +178,40 @@ def test_bad_messages_are_protocol_errors(message: object) -> None:
 def test_an_entry_from_another_peer_on_this_link_is_refused() -> None:
     v1, _, v2, _ = pair()
     link(v1, v2, 0.0)
-    v1.local("a@d", [binding("a@d", 60.0)], 0.0)
-    (message,) = v1.pop_outgoing()
+    v1.local("a@d", [binding("a@d", 60.0)])
+    (message,) = v1.pop_outgoing(0.0)
     with pytest.raises(ClusterProtocolError):
         v2.receive("exp3", message, 0.0)
+    message["aor"] = "b@d"  # entries of another AOR than the update names
+    with pytest.raises(ClusterProtocolError):
+        v2.receive("exp1", message, 0.0)
 
 
 def test_a_peer_without_a_link_queues_nothing_yet_knows_its_bindings() -> None:
     view = ClusterView("exp1", Sink(), replicate=False)
     for second in range(3):  # one add and two refreshes: nobody would ever take the updates
-        view.local("a@d", [binding("a@d", 60.0 + second)], float(second))
-    assert view.pop_outgoing() == []
+        view.local("a@d", [binding("a@d", 60.0 + second)])
+    assert view.pop_outgoing(3.0) == []
     assert view.bound("a@d") == ["exp1"]
-    view.local("a@d", [], 3.0)
+    view.local("a@d", [])
     assert view.bound("a@d") == []
 
 
-def test_a_removal_names_the_binding_key_as_sent() -> None:
+def test_an_update_carries_the_aor_as_it_is_when_sent() -> None:
     v1, _, v2, _ = pair()
     link(v1, v2, 0.0)
-    v1.local("a@d", [binding("a@d", 60.0)], 0.0)
-    for message in v1.pop_outgoing():
-        v2.receive("exp1", message, 0.0)
-    v1.local("a@d", [], 1.0)
-    (removal,) = v1.pop_outgoing()
-    assert removal == {"op": "remove", "aor": "a@d", "key": ["sip", "a", "127.0.0.101", None, None]}
-    v2.receive("exp1", removal, 1.0)
+    v1.local("a@d", [binding("a@d", 60.0)])
+    v1.local("a@d", [binding("a@d", 61.0)])  # refreshed again before the link took the first
+    (update,) = v1.pop_outgoing(1.0)
+    assert update["op"] == "aor"
+    assert [(e["key"], e["expires"]) for e in update["entries"]] == [
+        (["sip", "a", "127.0.0.101", None, None], 60.0)
+    ]
+    v2.receive("exp1", update, 1.0)
+    assert v2.bound("a@d") == ["exp1"]
+    v1.local("a@d", [])
+    (removal,) = v1.pop_outgoing(2.0)
+    assert removal == {"op": "aor", "aor": "a@d", "entries": []}
+    v2.receive("exp1", removal, 2.0)
     assert v2.bound("a@d") == []
+    assert v2.status(2.0)["bindings"] == []
