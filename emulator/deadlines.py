@@ -1,10 +1,12 @@
 """Deadlines keyed by name, as data: the one structure behind every core's ``next_timer``.
 
-A heap with lazy deletion, so that re-arming or cancelling a deadline is O(log n) and a core
-that holds thousands of bindings or registrations still answers ``next_timer`` in O(1). A
-re-armed deadline leaves its old heap entry behind until that time comes; when such stale
-entries outnumber the live ones the heap is rebuilt, so a registrar refreshing long bindings
-does not grow it by one entry per refresh.
+A heap with lazy deletion and lazy postponement. Cancelling a deadline leaves its heap entry
+to be dropped when it comes up. Moving a deadline later (what every refresh of a binding or a
+registration does) leaves its heap entry where it is, standing for it: when that entry's time
+comes, :meth:`pop_due` puts it back at the deadline's new time instead of returning it. So a
+refresh costs a dict store, not a heap push, and :meth:`next` is the time of the first entry:
+never after the first deadline, sometimes before it (a core then wakes, finds nothing due,
+and sleeps again). When dead entries outnumber the live ones the heap is rebuilt.
 """
 
 from __future__ import annotations
@@ -15,13 +17,14 @@ from collections.abc import Hashable
 from typing import Generic, TypeVar
 
 K = TypeVar("K", bound=Hashable)
-# Stale entries tolerated before a rebuild: a rebuild is O(n), so it waits for that many.
+# Dead entries tolerated before a rebuild: a rebuild is O(n), so it waits for that many.
 COMPACT_AFTER = 1024
 
 
 class Deadlines(Generic[K]):
     def __init__(self) -> None:
-        self._when: dict[K, float] = {}
+        self._when: dict[K, float] = {}  # each key's deadline
+        self._queued: dict[K, float] = {}  # the time of the heap entry that stands for it
         self._heap: list[tuple[float, int, K]] = []
         self._order = itertools.count()
 
@@ -32,9 +35,11 @@ class Deadlines(Generic[K]):
         return key in self._when
 
     def set(self, key: K, when: float) -> None:
-        if self._when.get(key) == when:
-            return  # its heap entry is there already
         self._when[key] = when
+        queued = self._queued.get(key)
+        if queued is not None and queued <= when:
+            return  # its entry comes up first, and is then moved on to ``when``
+        self._queued[key] = when
         heap = self._heap
         heapq.heappush(heap, (when, next(self._order), key))
         if len(heap) > 2 * len(self._when) + COMPACT_AFTER:
@@ -42,31 +47,35 @@ class Deadlines(Generic[K]):
 
     def cancel(self, key: K) -> None:
         self._when.pop(key, None)
+        self._queued.pop(key, None)
 
     def get(self, key: K) -> float | None:
         return self._when.get(key)
 
     def next(self) -> float | None:
-        self._discard_stale()
-        return self._heap[0][0] if self._heap else None
+        """When to look again: at or before the first deadline (see the module's note)."""
+        heap, queued = self._heap, self._queued
+        while heap and queued.get(heap[0][2]) != heap[0][0]:
+            heapq.heappop(heap)  # an entry that stands for nothing any more
+        return heap[0][0] if heap else None
 
     def pop_due(self, now: float) -> list[K]:
+        heap, queued, when = self._heap, self._queued, self._when
         due: list[K] = []
-        while True:
-            self._discard_stale()
-            if not self._heap or self._heap[0][0] > now:
-                return due
-            _, _, key = heapq.heappop(self._heap)
-            del self._when[key]
+        while heap and heap[0][0] <= now:
+            at, _, key = heapq.heappop(heap)
+            if queued.get(key) != at:
+                continue
+            deadline = when[key]
+            if deadline > now:  # postponed since the entry was made: it moves on
+                queued[key] = deadline
+                heapq.heappush(heap, (deadline, next(self._order), key))
+                continue
+            del when[key], queued[key]
             due.append(key)
+        return due
 
     def _compact(self) -> None:
-        when = self._when
-        live = {entry[2]: entry for entry in self._heap if when.get(entry[2]) == entry[0]}
-        self._heap = list(live.values())
+        queued = self._queued
+        self._heap = [entry for entry in self._heap if queued.get(entry[2]) == entry[0]]
         heapq.heapify(self._heap)
-
-    def _discard_stale(self) -> None:
-        heap = self._heap
-        while heap and self._when.get(heap[0][2]) != heap[0][0]:
-            heapq.heappop(heap)

@@ -22,8 +22,8 @@ class Memo(Generic[V]):
     one is dropped), and a hit in the old table moves the value back to the young. Values
     asked for again within a generation stay; values seen once age out. Memory is bounded
     whatever the input. Values must be immutable (every caller gets the same object), and
-    None is no value (a miss). A hot loop reads ``young`` itself and calls :meth:`recall` only
-    when that misses."""
+    None is no value (a miss). A hot loop reads ``young`` and ``old`` itself, and calls
+    :meth:`fill` for what it found in the old or made anew."""
 
     __slots__ = ("old", "size", "young")
 
@@ -31,13 +31,6 @@ class Memo(Generic[V]):
         self.size = size
         self.young: dict[str, V] = {}
         self.old: dict[str, V] = {}
-
-    def recall(self, text: str) -> V | None:
-        """The value of an old-generation hit (moved back to the young), else None."""
-        found = self.old.get(text)
-        if found is not None:
-            self.fill(text, found)
-        return found
 
     def fill(self, text: str, value: V) -> V:
         if len(self.young) >= self.size:
@@ -47,26 +40,7 @@ class Memo(Generic[V]):
 
 
 def memoized(function: Callable[[str], V]) -> Callable[[str], V]:
-    """``function`` with a :class:`Memo` of its recent results; what it raises is not
-    remembered (it raises again every time)."""
-    memo: Memo[V] = Memo()
-    size = memo.size
-
-    @functools.wraps(function)
-    def remembered(text: str) -> V:
-        young = memo.young
-        found = young.get(text)
-        if found is not None:
-            return found
-        # Memo.recall and Memo.fill written out: a miss is the common case for a new client,
-        # and two calls fewer are a third of its cost here.
-        found = memo.old.get(text)
-        if found is None:
-            found = function(text)
-        if len(young) >= size:
-            memo.old, memo.young = young, {}
-            young = memo.young
-        young[text] = found
-        return found
-
-    return remembered
+    """``function`` with its last MEMO_SIZE results remembered (least recently used out
+    first; functools' cache, written in C, so a hit costs about a dict lookup); what it raises
+    is not remembered (it raises again every time)."""
+    return functools.lru_cache(maxsize=MEMO_SIZE)(function)

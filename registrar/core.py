@@ -28,6 +28,7 @@ from emulator.kinds import Kind
 from emulator.memo import memoized
 from emulator.sip.message import (
     REASON_PHRASES,
+    Params,
     Request,
     Response,
     SipParseError,
@@ -561,7 +562,7 @@ def _first(index: dict[str, list[str]], key: str) -> str:
     return values[0] if values else ""
 
 
-def _reg_id(params: dict[str, str | None]) -> int | None:
+def _reg_id(params: Params) -> int | None:
     if "reg-id" not in params:
         return None
     text = (params["reg-id"] or "").strip()

@@ -80,7 +80,8 @@ class StreamFramer:
 
     def _next_message(self, pos: int) -> tuple[Message, int] | None:
         buf, limits = self._buf, self._limits
-        if self._pending is None:
+        pending = self._pending
+        if pending is None:
             end = buf.find(_END_OF_HEADERS, max(pos, self._scan_from - 3))
             if end < 0:
                 self._scan_from = len(buf)
@@ -91,15 +92,20 @@ class StreamFramer:
             length = content_length(headers, limits)
             if length is None:
                 raise SipParseError("Content-Length is required on a stream transport")
-            head_size = end + len(_END_OF_HEADERS) - pos
-            if head_size + length > limits.max_message_bytes:
+            body_start = end + len(_END_OF_HEADERS)
+            if body_start - pos + length > limits.max_message_bytes:
                 raise SipParseError(f"message exceeds {limits.max_message_bytes} bytes")
-            self._pending = (start_line, headers, head_size, length)
-        start_line, headers, head_size, length = self._pending
-        body_start = pos + head_size
-        if len(buf) < body_start + length:
-            return None
-        self._pending = None
-        self._scan_from = body_start + length
-        body = bytes(buf[body_start : body_start + length])
-        return make_message(start_line, headers, body), body_start + length
+            stop = body_start + length
+            if len(buf) < stop:
+                self._pending = (start_line, headers, body_start - pos, length)
+                return None
+        else:
+            start_line, headers, head_size, length = pending
+            body_start = pos + head_size
+            stop = body_start + length
+            if len(buf) < stop:
+                return None
+            self._pending = None
+        self._scan_from = stop
+        body = bytes(buf[body_start:stop]) if length else b""
+        return make_message(start_line, headers, body), stop

@@ -6,6 +6,7 @@ Sans-I/O: bytes in, objects out. Everything that reads untrusted input raises on
 
 from __future__ import annotations
 
+import functools
 import ipaddress
 import re
 import secrets
@@ -212,7 +213,7 @@ class Headers:
     ) -> Headers:
         """Entries the parser already checked (token names, no CR or LF in values), and their
         index if the parser built it."""
-        headers = cls.__new__(cls)
+        headers = cls()
         headers._entries = entries
         headers.index = _index_of(entries) if index is None else index
         return headers
@@ -325,15 +326,28 @@ def parse_message(data: bytes, limits: Limits = DEFAULT_LIMITS) -> Message:
     """Parse one whole message: a datagram, or one message framed by StreamFramer."""
     if len(data) > limits.max_message_bytes:
         raise SipParseError(f"message of {len(data)} bytes exceeds {limits.max_message_bytes}")
-    blank = _BLANK_LINE_RE.search(data)
+    blank = _blank_line(data)
     if blank is None:
         raise SipParseError("no blank line ends the header section")
-    start_line, headers = parse_header_section(data[: blank.start()], limits)
-    rest = data[blank.end() :]
+    start_line, headers = parse_header_section(data[: blank[0]], limits)
+    rest = data[blank[1] :]
     length = content_length(headers, limits)
     if length is not None and length > len(rest):
         raise SipParseError(f"Content-Length {length} exceeds the {len(rest)} body bytes present")
     return make_message(start_line, headers, rest if length is None else rest[:length])
+
+
+def _blank_line(data: bytes) -> tuple[int, int] | None:
+    """Where the first blank line (CRLF or bare LF endings) is: the span of what
+    _BLANK_LINE_RE finds first, found by a plain search when the lines end with CRLF (the
+    pattern search costs a match attempt at every byte)."""
+    end = data.find(b"\r\n\r\n")
+    if end >= 0:
+        before = data[: end + 2]
+        if b"\n\n" not in before and b"\n\r\n" not in before:
+            return end, end + 4
+    found = _BLANK_LINE_RE.search(data)
+    return None if found is None else found.span()
 
 
 def parse_header_section(head: bytes, limits: Limits = DEFAULT_LIMITS) -> tuple[str, Headers]:
@@ -369,13 +383,14 @@ class _Unusual(Exception):
 
 def _fresh_entry(line: str) -> tuple[str, str, str]:
     """The entry of a header line not in the young generation of the line memo."""
-    entry = _LINES.recall(line)
-    if entry is None:
-        if line[:1] in (" ", "\t") or "\n" in line or "\r" in line:
-            raise _Unusual
-        entry = _header_entry(line)
-        if entry[0] not in _PER_REQUEST:
-            _LINES.fill(line, entry)
+    entry = _LINES.old.get(line)
+    if entry is not None:
+        return _LINES.fill(line, entry)
+    if line[:1] in (" ", "\t") or "\n" in line or "\r" in line:
+        raise _Unusual
+    entry = _header_entry(line)
+    if entry[0] not in _PER_REQUEST:
+        _LINES.fill(line, entry)
     return entry
 
 
@@ -422,12 +437,14 @@ def _header_entry(line: str) -> tuple[str, str, str]:
 
 def content_length(headers: Headers, limits: Limits = DEFAULT_LIMITS) -> int | None:
     """The declared body length, None when absent; SipParseError when unusable."""
-    values = headers.get_all("Content-Length")
+    values = headers.index.get("content-length")
     if not values:
         return None
     if len(values) > 1:
         raise SipParseError("more than one Content-Length")
-    length = _small_int(values[0], "Content-Length")
+    length = _SMALL_INTS.get(values[0])
+    if length is None:
+        length = _small_int(values[0], "Content-Length")
     if length > limits.max_message_bytes:
         raise SipParseError(f"Content-Length {values[0]} exceeds {limits.max_message_bytes}")
     return length
@@ -494,24 +511,28 @@ def _check_headers(msg: Message) -> None:
             parse_via(via_line)
     contacts = index.get("contact")
     if contacts is not None:
-        for contact in headers.get_all("Contact"):
+        if len(contacts) > 1 or "," in contacts[0]:
+            contacts = headers.get_all("Contact")
+        for contact in contacts:
             if contact != "*":
                 parse_name_addr(contact)
     _, cseq_method = parse_cseq(index["cseq"][0])
     if isinstance(msg, Request) and cseq_method != msg.method:
         raise SipParseError(f"CSeq method {cseq_method} does not match {msg.method}")
     max_forwards = index.get("max-forwards")
-    if max_forwards and _small_int(max_forwards[0], "Max-Forwards") > 255:
+    if (
+        max_forwards
+        and max_forwards[0] not in _SMALL_INTS
+        and _small_int(max_forwards[0], "Max-Forwards") > 255
+    ):
         raise SipParseError(f"Max-Forwards {max_forwards[0]} exceeds 255")
 
 
+# Max-Forwards 70, Content-Length 0: the usual values, read without _small_int.
 _SMALL_INTS = {str(n): n for n in range(256)}
 
 
 def _small_int(text: str, what: str) -> int:
-    known = _SMALL_INTS.get(text)  # Max-Forwards 70, Content-Length 0: the usual values
-    if known is not None:
-        return known
     text = text.strip(_SP_HT)
     if not text.isascii() or not text.isdigit() or len(text) > _MAX_DIGITS:
         raise SipParseError(f"invalid {what} {text[:20]!r}")
@@ -708,8 +729,15 @@ _DISPLAY_RE = re.compile(rf"[ \t]*(?:({_QUOTED})|({_TOKEN}(?:[ \t]+{_TOKEN})*))?
 _ADDR_SPEC_END_RE = re.compile(r"[^\s;]*")
 
 
-@memoized
 def parse_name_addr(text: str) -> NameAddr:
+    # A tag is made for one request or one dialog (RFC 3261 §19.3): a tagged value is not
+    # worth remembering, and would push out the ones that recur (an endpoint's To, Contact).
+    if "tag=" in text:
+        return _read_name_addr(text)
+    return _remembered_name_addr(text)
+
+
+def _read_name_addr(text: str) -> NameAddr:
     if text[:1] == "<":
         # The usual shape, "<uri>;params" with no display name: what the general match below
         # finds for it, without the match.
@@ -719,6 +747,9 @@ def parse_name_addr(text: str) -> NameAddr:
             _check_uri(uri)
             return NameAddr(None, uri, _parse_params(text, close + 1, "name-addr"))
     return _parse_name_addr(text)
+
+
+_remembered_name_addr = memoized(_read_name_addr)
 
 
 def _parse_name_addr(text: str) -> NameAddr:
@@ -782,28 +813,30 @@ _VIA_RE = re.compile(
 )
 
 
-@memoized
+# Each request has a branch of its own, so whole Via texts do not repeat from one request to
+# the next, but one request's is read up to three times (checked, its transaction's key, the
+# response's Via): the last few are kept. Their "SIP/2.0/TCP host:port" before the first ';'
+# does repeat: that part is remembered.
+@functools.lru_cache(maxsize=16)
 def parse_via(text: str) -> Via:
     """One via-parm (a single comma-separated item of a Via header)."""
-    # Each request has a branch of its own, so whole Via texts rarely repeat, but their
-    # "SIP/2.0/TCP host:port" before the first ';' does: that part is remembered.
     semi = text.find(";")
     if semi > 0:
         sent = _sent_by(text[:semi])
-        if sent:
-            return Via(*sent, _parse_params(text, semi, "Via"))
+        if sent is not None:
+            return Via(sent[0], sent[1], sent[2], _parse_params(text, semi, "Via"))
     return _parse_via(text)
 
 
 @memoized
-def _sent_by(text: str) -> tuple[str, str, int | None] | bool:
-    """The transport, host and port of a Via's text before its parameters, or False when that
+def _sent_by(text: str) -> tuple[str, str, int | None] | None:
+    """The transport, host and port of a Via's text before its parameters, or None when that
     is not exactly a sent-protocol and sent-by (the general parse then says what is wrong)."""
     try:
         via = _parse_via(text)
     except SipParseError:
-        return False
-    return (via.transport, via.host, via.port) if not via.params else False
+        return None
+    return (via.transport, via.host, via.port) if not via.params else None
 
 
 def _parse_via(text: str) -> Via:

@@ -131,6 +131,11 @@ def test_refresh_and_out_of_order_register() -> None:
     assert answer(registrar, register(cseq=5), now=0.0).status == 200
     assert answer(registrar, register(cseq=6), now=50.0).status == 200
     assert len(events.of("binding.refreshed")) == 1
+    # The first expiry would have been at 60: the core wakes then, and the refreshed binding
+    # stays until 110.
+    assert registrar.next_timer() == 60.0
+    registrar.handle_timer(60.0)
+    assert len(registrar.bindings) == 1
     assert registrar.next_timer() == 110.0
     stale = answer(registrar, register(cseq=4), now=51.0)
     assert stale.status == 500

@@ -359,3 +359,10 @@ def test_response_bytes_is_the_serialized_response_to(
     response.headers.remove("Via")
     parsed.headers.remove("Via")
     assert parsed == response
+
+
+@FUZZ
+@given(st.binary(max_size=40).map(lambda b: bytes(b"a\r\n:"[x % 4] for x in b)))
+def test_blank_line_search_finds_what_the_pattern_finds(data: bytes) -> None:
+    found = message._BLANK_LINE_RE.search(data)
+    assert message._blank_line(data) == (None if found is None else found.span())
