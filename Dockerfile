@@ -5,6 +5,8 @@
 ARG BASE=python:3.12-slim
 
 FROM ${BASE} AS wheels
+# Pure Python: the image has no compiler, and a lab in containers runs at a lab's rates.
+ENV SIPLAB_COMPILE=0
 COPY . /src
 RUN mkdir /wheels \
  && if ls /src/build/wheels/*.whl >/dev/null 2>&1; then cp /src/build/wheels/*.whl /wheels/; \

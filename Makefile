@@ -9,7 +9,11 @@ STAMP := $(VENV)/.installed
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
 
-$(STAMP): pyproject.toml | $(BIN)/python
+# The editable install compiles emulator/compiled.py's modules next to their sources (setup.py):
+# when one of them changes, it is compiled again.
+COMPILED := $(shell $(PYTHON) emulator/compiled.py)
+
+$(STAMP): pyproject.toml setup.py $(COMPILED) | $(BIN)/python
 	$(BIN)/pip install --quiet --upgrade pip
 	$(BIN)/pip install --quiet -e '.[test]'
 	touch $(STAMP)

@@ -9,6 +9,7 @@ from typing import NoReturn, TypeVar
 import click
 from pydantic import BaseModel, ValidationError
 
+from emulator import compiled
 from emulator.channel import ChannelSpec, ChannelSpecError
 from emulator.component import ComponentContext, run_component
 from emulator.validation import ConfigError, describe, parse_json_config
@@ -65,4 +66,7 @@ def run(
     serve: Callable[[ComponentContext], Awaitable[None]],
     control: ChannelSpec,
 ) -> NoReturn:
+    stale = compiled.stale()
+    if stale:
+        print(f"{name}: warning: {compiled.stale_message(stale)}", file=sys.stderr)
     sys.exit(run_component(name, serve, control=control))

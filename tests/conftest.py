@@ -17,6 +17,7 @@ from typing import Any
 import pytest
 
 from dnsserver.config import DnsServerConfig
+from emulator import compiled
 from emulator.lab.pytest_plugin import LabFactory
 from emulator.lab.testing import TestLab
 from tests.dnshelpers import DnsProcess
@@ -36,6 +37,9 @@ def pytest_configure(config: pytest.Config) -> None:
     xdist workers are handed ``--basetemp`` by the controller (``<basetemp>/popen-gwN``), so
     only the controller, or a session without xdist, gets here with it unset.
     """
+    stale = compiled.stale()
+    if stale:
+        pytest.exit(compiled.stale_message(stale), returncode=2)
     if config.option.basetemp is not None or hasattr(config, "workerinput"):
         return
     root = Path(tempfile.mkdtemp(prefix="siplab-pytest-"))
