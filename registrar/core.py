@@ -20,7 +20,7 @@ import random
 from collections import Counter
 from collections.abc import Callable
 from email.utils import formatdate
-from typing import Any, NamedTuple
+from typing import Any
 
 from emulator.eventrate import RateGovernor, Tally
 from emulator.events import EventSink
@@ -50,6 +50,7 @@ SUPPORTED = "outbound"
 _OPTIONS_HEADERS = [("Allow", ALLOW), ("Accept", "application/sdp"), ("Supported", SUPPORTED)]
 _ALLOW_HEADERS = [("Allow", ALLOW)]
 _METHOD_LABELS = frozenset(("REGISTER", "OPTIONS"))
+_TAGS_PER_DRAW = 64
 MAINTENANCE_TEXT = "System in Maintenance Mode"
 # Option tags a REGISTER may Require of us.
 UNDERSTOOD = frozenset({"outbound"})
@@ -68,12 +69,22 @@ class Reject(Exception):
         self.headers = headers or []
 
 
-class _Change(NamedTuple):
-    key: BindingKey
-    contact: str
-    expires: int
-    instance: str | None = None
-    reg_id: int | None = None
+class _Change:
+    """What one Contact of a REGISTER does to the AOR's bindings (expires 0: removes)."""
+
+    def __init__(
+        self,
+        key: BindingKey,
+        contact: str,
+        expires: int,
+        instance: str | None = None,
+        reg_id: int | None = None,
+    ) -> None:
+        self.key = key
+        self.contact = contact
+        self.expires = expires
+        self.instance = instance
+        self.reg_id = reg_id
 
 
 class RegistrarCore:
@@ -96,6 +107,7 @@ class RegistrarCore:
         self._events = events
         self._wall_clock = wall_clock
         self._rng = rng
+        self._tags: list[str] = []  # drawn, not yet used
         self._domains = frozenset(config.domains)
         self._auth = (
             DigestVerifier(config.auth, config.realm, rng) if config.auth is not None else None
@@ -119,7 +131,7 @@ class RegistrarCore:
     def receive(self, message: Request | Response, flow: Flow, now: float) -> None:
         if type(message) is not Request or message.method == "ACK":
             return  # a registrar sends no requests, and non-INVITE transactions have no ACK
-        if flow.reliable:
+        if flow.transport != "udp":  # reliable: TCP or TLS
             # Over TCP/TLS nothing is retransmitted, so no server transaction state is kept.
             self._outgoing.append(self._answer(message, flow, now))
             return
@@ -227,7 +239,13 @@ class RegistrarCore:
         return 1 if tally is None else tally.admit()
 
     def _tag(self) -> str:
-        return f"{self._rng.getrandbits(48):012x}"
+        """A To tag: 48 random bits, drawn 64 tags at a time (one call of the random source
+        instead of one per response)."""
+        tags = self._tags
+        if not tags:
+            text = f"{self._rng.getrandbits(48 * _TAGS_PER_DRAW):0{12 * _TAGS_PER_DRAW}x}"
+            tags = self._tags = [text[i : i + 12] for i in range(0, len(text), 12)]
+        return tags.pop()
 
     def _answer(self, request: Request, flow: Flow, now: float) -> tuple[Flow, bytes]:
         """The response to ``request`` on the wire, and where it goes."""
@@ -527,7 +545,7 @@ def _reply_via(request: Request, flow: Flow) -> tuple[str | None, Flow]:
         stamp["received"] = host
         if stamp != params:
             stamped = str(Via(top.transport, top.host, top.port, stamp))
-    if flow.reliable or wants_rport:
+    if flow.transport != "udp" or wants_rport:
         return stamped, flow
     return stamped, Flow(flow.transport, flow.local, (host, top.port or DEFAULT_SIP_PORT))
 

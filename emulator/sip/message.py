@@ -13,7 +13,7 @@ import secrets
 from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from types import MappingProxyType
-from typing import NamedTuple
+from typing import ClassVar, Final
 
 from emulator.memo import Memo, memoized
 
@@ -662,20 +662,51 @@ def _format_hostport(host: str, port: int | None) -> str:
     return shown if port is None else f"{shown}:{port}"
 
 
-# Parsed header values are named tuples: immutable (the memo hands one value to every caller)
-# and made in a single step, which a frozen dataclass is not (it sets each field through
-# object.__setattr__, and a REGISTER from a new endpoint makes half a dozen of them).
+class _Value:
+    """A parsed header value: compared and shown by its fields, never changed once made (the
+    memo hands one value to every caller; ``Final`` lets mypy hold code to that, and params
+    are read-only mappings). Plain classes, not frozen dataclasses or named tuples: mypyc
+    compiles these to C structs, made and read without a Python call."""
+
+    __slots__ = ()
+    _fields: ClassVar[tuple[str, ...]]
+
+    def _values(self) -> tuple[object, ...]:
+        return tuple(getattr(self, name) for name in self._fields)
+
+    def __eq__(self, other: object) -> bool:
+        if type(other) is not type(self):
+            return NotImplemented
+        return self._values() == other._values()  # type: ignore[attr-defined]
+
+    __hash__ = None  # type: ignore[assignment]  # params are a mapping
+
+    def __repr__(self) -> str:
+        shown = ", ".join(f"{n}={v!r}" for n, v in zip(self._fields, self._values(), strict=True))
+        return f"{type(self).__name__}({shown})"
 
 
-class SipUri(NamedTuple):
+class SipUri(_Value):
     """sip:/sips: URI (RFC 3261 §19.1). `user` holds the whole userinfo (with any password)."""
 
-    scheme: str
-    user: str | None
-    host: str
-    port: int | None
-    params: Params
-    headers: str = ""
+    __slots__ = ("headers", "host", "params", "port", "scheme", "user")
+    _fields = ("scheme", "user", "host", "port", "params", "headers")
+
+    def __init__(
+        self,
+        scheme: str,
+        user: str | None,
+        host: str,
+        port: int | None,
+        params: Params,
+        headers: str = "",
+    ) -> None:
+        self.scheme: Final = scheme
+        self.user: Final = user
+        self.host: Final = host
+        self.port: Final = port
+        self.params: Final = params
+        self.headers: Final = headers
 
     def __str__(self) -> str:
         userinfo = "" if self.user is None else f"{self.user}@"
@@ -709,12 +740,16 @@ def parse_uri(text: str) -> SipUri:
     )
 
 
-class NameAddr(NamedTuple):
+class NameAddr(_Value):
     """From/To/Contact/Route value; `display` is unquoted, `params` are header parameters."""
 
-    display: str | None
-    uri: str
-    params: Params
+    __slots__ = ("display", "params", "uri")
+    _fields = ("display", "uri", "params")
+
+    def __init__(self, display: str | None, uri: str, params: Params) -> None:
+        self.display: Final = display
+        self.uri: Final = uri
+        self.params: Final = params
 
     @property
     def tag(self) -> str | None:
@@ -789,11 +824,15 @@ def _is_sip_uri(uri: str) -> bool:
     return uri.partition(":")[0].lower() in ("sip", "sips")
 
 
-class Via(NamedTuple):
-    transport: str
-    host: str
-    port: int | None
-    params: Params
+class Via(_Value):
+    __slots__ = ("host", "params", "port", "transport")
+    _fields = ("transport", "host", "port", "params")
+
+    def __init__(self, transport: str, host: str, port: int | None, params: Params) -> None:
+        self.transport: Final = transport
+        self.host: Final = host
+        self.port: Final = port
+        self.params: Final = params
 
     @property
     def branch(self) -> str | None:
