@@ -6,10 +6,18 @@ project runs the same either way."""
 from __future__ import annotations
 
 import os
+import sys
+from pathlib import Path
 
 from setuptools import setup
 
-from emulator.compiled import sources
+# The build backend runs this file with its own sys.path, without the project root on it.
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from emulator.compiled import leftovers, sources
+
+for built in leftovers():  # of modules no longer compiled: Python would import them first
+    built.unlink()
 
 if os.environ.get("SIPLAB_COMPILE", "1") == "0":
     setup()

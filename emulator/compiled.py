@@ -25,6 +25,7 @@ MODULES = (
     "registrar.core",
 )
 ROOT = Path(__file__).resolve().parent.parent
+PACKAGES = ("emulator", "registrar", "endpoint", "dnsserver")
 
 
 def sources() -> list[str]:
@@ -32,9 +33,22 @@ def sources() -> list[str]:
     return [name.replace(".", "/") + ".py" for name in MODULES]
 
 
+def leftovers() -> list[Path]:
+    """Extensions in the source tree of modules no longer compiled (an earlier build's): they
+    would still be imported, and fail or run old code."""
+    compiled = {ROOT / source for source in sources()}
+    return [
+        built
+        for package in PACKAGES
+        for built in (ROOT / package).rglob("*" + EXTENSION_SUFFIXES[0])
+        if built.with_name(built.name.removesuffix(EXTENSION_SUFFIXES[0]) + ".py") not in compiled
+    ]
+
+
 def stale() -> list[str]:
-    """The compiled modules whose source changed after their extension was built."""
-    out = []
+    """The compiled modules whose source changed after their extension was built, and the
+    extensions left from an earlier build."""
+    out = [str(built.relative_to(ROOT)) for built in leftovers()]
     for source in sources():
         path = ROOT / source
         built = path.with_name(path.stem + EXTENSION_SUFFIXES[0])
@@ -48,8 +62,9 @@ def stale() -> list[str]:
 
 def stale_message(modules: list[str]) -> str:
     return (
-        f"{', '.join(modules)} changed since it was compiled and would run as it was: "
-        "run 'make venv' to compile again (SIPLAB_COMPILE=0 for pure Python)"
+        f"{', '.join(modules)}: changed since compiled, or left from an earlier build, and "
+        "would run as it was: run 'make venv' to compile again (SIPLAB_COMPILE=0 for pure "
+        "Python)"
     )
 
 
