@@ -131,7 +131,7 @@ class RegistrarCore:
     def receive(self, message: Request | Response, flow: Flow, now: float) -> None:
         if type(message) is not Request or message.method == "ACK":
             return  # a registrar sends no requests, and non-INVITE transactions have no ACK
-        if flow.transport != "udp":  # reliable: TCP or TLS
+        if _reliable(flow):
             # Over TCP/TLS nothing is retransmitted, so no server transaction state is kept.
             self._outgoing.append(self._answer(message, flow, now))
             return
@@ -545,7 +545,7 @@ def _reply_via(request: Request, flow: Flow) -> tuple[str | None, Flow]:
         stamp["received"] = host
         if stamp != params:
             stamped = str(Via(top.transport, top.host, top.port, stamp))
-    if flow.transport != "udp" or wants_rport:
+    if _reliable(flow) or wants_rport:
         return stamped, flow
     return stamped, Flow(flow.transport, flow.local, (host, top.port or DEFAULT_SIP_PORT))
 
@@ -573,6 +573,12 @@ def _contact_value(binding: Binding, now: float) -> str:
 
 def _tags(request: Request, header: str) -> list[str]:
     return [t.strip() for t in request.headers.get_all(header) if t.strip()]
+
+
+def _reliable(flow: Flow) -> bool:
+    """``flow.reliable`` (TCP or TLS), compiled here: Flow is not, and its property is a
+    Python call on every request."""
+    return flow.transport != "udp"
 
 
 def _first(index: dict[str, list[str]], key: str) -> str:
