@@ -14,11 +14,11 @@ from __future__ import annotations
 import heapq
 import itertools
 from collections.abc import Hashable
-from typing import Generic, TypeVar
+from typing import Final, Generic, TypeVar
 
 K = TypeVar("K", bound=Hashable)
 # Dead entries tolerated before a rebuild: a rebuild is O(n), so it waits for that many.
-COMPACT_AFTER = 1024
+COMPACT_AFTER: Final = 1024
 
 
 class Deadlines(Generic[K]):

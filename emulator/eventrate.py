@@ -29,11 +29,12 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
+from typing import Final
 
 from emulator.kinds import HIGH_RATE
 
-DEFAULT_THRESHOLD = 200
-DEFAULT_WINDOW = 1.0
+DEFAULT_THRESHOLD: Final = 200
+DEFAULT_WINDOW: Final = 1.0
 
 
 class Tally:

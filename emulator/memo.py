@@ -7,14 +7,13 @@ result turns the repeats into dict lookups.
 
 from __future__ import annotations
 
-import functools
 from collections.abc import Callable
-from typing import Generic, TypeVar
+from typing import Final, Generic, TypeVar
 
 V = TypeVar("V")
 # Distinct texts remembered per table: enough for the To and Contact of a few thousand
 # endpoints, while the values seen once (each From tag, each Via branch) pass through.
-MEMO_SIZE = 8192
+MEMO_SIZE: Final = 8192
 
 
 class Memo(Generic[V]):
@@ -39,8 +38,23 @@ class Memo(Generic[V]):
         return value
 
 
-def memoized(function: Callable[[str], V]) -> Callable[[str], V]:
-    """``function`` with its last MEMO_SIZE results remembered (least recently used out
-    first; functools' cache, written in C, so a hit costs about a dict lookup); what it raises
-    is not remembered (it raises again every time)."""
-    return functools.lru_cache(maxsize=MEMO_SIZE)(function)
+class Memoized(Generic[V]):
+    """``function`` with its recent results remembered in a :class:`Memo`; what it raises is
+    not remembered (it raises again every time), nor is a None result. Not
+    functools.lru_cache: compiled code calls this object through vectorcall, with a dict
+    lookup on a hit, where a call of an lru_cache wrapper builds an argument tuple, looks the
+    wrapper up by name and relinks its list."""
+
+    __slots__ = ("function", "memo")
+
+    def __init__(self, function: Callable[[str], V], size: int = MEMO_SIZE) -> None:
+        self.function = function
+        self.memo: Memo[V] = Memo(size)
+
+    def __call__(self, text: str) -> V:
+        memo = self.memo
+        value = memo.young.get(text)
+        if value is not None:
+            return value
+        value = memo.old.get(text)
+        return memo.fill(text, self.function(text) if value is None else value)

@@ -20,12 +20,12 @@ import random
 from collections import Counter
 from collections.abc import Callable
 from email.utils import formatdate
-from typing import Any
+from typing import Any, Final
 
 from emulator.eventrate import RateGovernor, Tally
 from emulator.events import EventSink
 from emulator.kinds import Kind
-from emulator.memo import memoized
+from emulator.memo import Memoized
 from emulator.sip.message import (
     REASON_PHRASES,
     Params,
@@ -45,16 +45,20 @@ from registrar.auth import DigestVerifier, Verdict
 from registrar.bindings import Binding, BindingKey, BindingStore, ContactKey
 from registrar.config import RegistrarConfig
 
-ALLOW = "REGISTER, OPTIONS"
-SUPPORTED = "outbound"
-_OPTIONS_HEADERS = [("Allow", ALLOW), ("Accept", "application/sdp"), ("Supported", SUPPORTED)]
-_ALLOW_HEADERS = [("Allow", ALLOW)]
-_METHOD_LABELS = frozenset(("REGISTER", "OPTIONS"))
-_TAGS_PER_DRAW = 64
-MAINTENANCE_TEXT = "System in Maintenance Mode"
+ALLOW: Final = "REGISTER, OPTIONS"
+SUPPORTED: Final = "outbound"
+_OPTIONS_HEADERS: Final = [
+    ("Allow", ALLOW),
+    ("Accept", "application/sdp"),
+    ("Supported", SUPPORTED),
+]
+_ALLOW_HEADERS: Final = [("Allow", ALLOW)]
+_METHOD_LABELS: Final = frozenset(("REGISTER", "OPTIONS"))
+_TAGS_PER_DRAW: Final = 64
+MAINTENANCE_TEXT: Final = "System in Maintenance Mode"
 # Option tags a REGISTER may Require of us.
-UNDERSTOOD = frozenset({"outbound"})
-DEFAULT_SIP_PORT = 5060
+UNDERSTOOD: Final = frozenset({"outbound"})
+DEFAULT_SIP_PORT: Final = 5060
 
 
 class Reject(Exception):
@@ -550,8 +554,7 @@ def _reply_via(request: Request, flow: Flow) -> tuple[str | None, Flow]:
     return stamped, Flow(flow.transport, flow.local, (host, top.port or DEFAULT_SIP_PORT))
 
 
-@memoized
-def _contact_key(uri: str) -> ContactKey:
+def _read_contact_key(uri: str) -> ContactKey:
     """The binding key of a contact URI (SipParseError if it is no sip:/sips: URI)."""
     parsed = parse_uri(uri)
     transport = parsed.params.get("transport")
@@ -562,6 +565,9 @@ def _contact_key(uri: str) -> ContactKey:
         parsed.port,
         transport.lower() if transport else None,
     )
+
+
+_contact_key: Final = Memoized(_read_contact_key)
 
 
 def _contact_value(binding: Binding, now: float) -> str:

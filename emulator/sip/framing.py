@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import enum
+from typing import Final
 
 from emulator.sip.message import (
     DEFAULT_LIMITS,
@@ -17,8 +18,8 @@ from emulator.sip.message import (
 
 __all__ = ["KeepAlive", "StreamFramer"]
 
-_CRLF = b"\r\n"
-_END_OF_HEADERS = b"\r\n\r\n"
+_CRLF: Final = b"\r\n"
+_END_OF_HEADERS: Final = b"\r\n\r\n"
 
 
 class KeepAlive(enum.Enum):

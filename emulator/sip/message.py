@@ -6,7 +6,6 @@ Sans-I/O: bytes in, objects out. Everything that reads untrusted input raises on
 
 from __future__ import annotations
 
-import functools
 import ipaddress
 import re
 import secrets
@@ -15,7 +14,7 @@ from dataclasses import dataclass
 from types import MappingProxyType
 from typing import ClassVar, Final
 
-from emulator.memo import Memo, memoized
+from emulator.memo import Memo, Memoized
 
 __all__ = [
     "DEFAULT_LIMITS",
@@ -59,32 +58,32 @@ class Limits:
     max_headers: int = 256
 
 
-DEFAULT_LIMITS = Limits()
+DEFAULT_LIMITS: Final = Limits()
 
 # --- lexical pieces (RFC 3261 §25.1) --------------------------------------------------------
 
-_SP_HT = " \t"  # the only whitespace in SIP's LWS; str.strip() would also eat U+00A0 etc.
-_TOKEN = r"[A-Za-z0-9\-.!%*_+`'~]+"
-_TOKEN_RE = re.compile(_TOKEN)
-_QUOTED = r'"(?:[^"\\]|\\.)*"'
-_LWS = re.compile(r"[ \t]*")
+_SP_HT: Final = " \t"  # the only whitespace in SIP's LWS; str.strip() would also eat U+00A0 etc.
+_TOKEN: Final = r"[A-Za-z0-9\-.!%*_+`'~]+"
+_TOKEN_RE: Final = re.compile(_TOKEN)
+_QUOTED: Final = r'"(?:[^"\\]|\\.)*"'
+_LWS: Final = re.compile(r"[ \t]*")
 # A parameter value: token, host (including bracketed IPv6, or the bare IPv6 that Via
 # "received" carries), or quoted-string.
-_PARAM_VALUE_RE = re.compile(rf"{_QUOTED}|[A-Za-z0-9\-.!%*_+`'~:\[\]]+", re.S)
+_PARAM_VALUE_RE: Final = re.compile(rf"{_QUOTED}|[A-Za-z0-9\-.!%*_+`'~:\[\]]+", re.S)
 # Parameters with neither whitespace nor quoted values: split without the general scanner.
-_PLAIN_PARAMS_RE = re.compile(rf"(?:;{_TOKEN}(?:=[A-Za-z0-9\-.!%*_+`'~:\[\]]+)?)*")
-_SCHEME_URI_RE = re.compile(r"[A-Za-z][A-Za-z0-9+.\-]*:[^\s<>\"\\]+")
-_LABEL = r"[A-Za-z0-9_](?:[A-Za-z0-9_\-]*[A-Za-z0-9_])?"
-_HOSTNAME_RE = re.compile(rf"{_LABEL}(?:\.{_LABEL})*\.?")
-_PORT_RE = re.compile(r"[0-9]{1,5}")
-_MAX_DIGITS = 10  # guards int() against absurd digit strings (and Python's int-size limit)
+_PLAIN_PARAMS_RE: Final = re.compile(rf"(?:;{_TOKEN}(?:=[A-Za-z0-9\-.!%*_+`'~:\[\]]+)?)*")
+_SCHEME_URI_RE: Final = re.compile(r"[A-Za-z][A-Za-z0-9+.\-]*:[^\s<>\"\\]+")
+_LABEL: Final = r"[A-Za-z0-9_](?:[A-Za-z0-9_\-]*[A-Za-z0-9_])?"
+_HOSTNAME_RE: Final = re.compile(rf"{_LABEL}(?:\.{_LABEL})*\.?")
+_PORT_RE: Final = re.compile(r"[0-9]{1,5}")
+_MAX_DIGITS: Final = 10  # guards int() against absurd digit strings (and Python's int-size limit)
 
 # Parsed parameters are read-only, so one parsed value can be handed to every caller.
 Params = Mapping[str, str | None]
 
 # --- headers ---------------------------------------------------------------------------------
 
-_COMPACT = {
+_COMPACT: Final = {
     "v": "Via", "f": "From", "t": "To", "i": "Call-ID", "m": "Contact", "l": "Content-Length",
     "c": "Content-Type", "e": "Content-Encoding", "k": "Supported", "s": "Subject",
     "o": "Event", "u": "Allow-Events", "r": "Refer-To", "b": "Referred-By",
@@ -92,7 +91,7 @@ _COMPACT = {
     "d": "Request-Disposition", "y": "Identity", "n": "Identity-Info",
 }  # fmt: skip
 
-_KNOWN = [
+_KNOWN: Final = [
     *_COMPACT.values(), "Accept", "Accept-Encoding", "Accept-Language", "Alert-Info", "Allow",
     "Authentication-Info", "Authorization", "Call-Info", "Content-Disposition",
     "Content-Language", "CSeq", "Date", "Error-Info", "Expires", "Flow-Timer", "In-Reply-To",
@@ -103,10 +102,10 @@ _KNOWN = [
     "WWW-Authenticate", "RSeq", "RAck", "P-Asserted-Identity", "P-Preferred-Identity",
 ]  # fmt: skip
 
-_CANONICAL = {name.lower(): name for name in _KNOWN} | _COMPACT
+_CANONICAL: Final = {name.lower(): name for name in _KNOWN} | _COMPACT
 
 # Headers whose grammar is a comma-separated list (RFC 3261 §7.3.1); only these are split.
-_LIST_HEADERS = frozenset(
+_LIST_HEADERS: Final = frozenset(
     name.lower()
     for name in (
         "Via", "Contact", "Route", "Record-Route", "Path", "Service-Route", "Allow",
@@ -118,7 +117,7 @@ _LIST_HEADERS = frozenset(
 )  # fmt: skip
 
 
-_NO_VALUES: list[str] = []  # never changed: get_all copies what it returns
+_NO_VALUES: Final[list[str]] = []  # never changed: get_all copies what it returns
 
 
 def _canonical(name: str) -> str:
@@ -141,10 +140,10 @@ def _known_spellings() -> dict[str, tuple[str, str]]:
 
 # (lookup key, canonical name) of the usual spellings of known headers, so that the parser and
 # lookups of a message skip the lower-casing and compact-form mapping for them.
-_NAMES = _known_spellings()
+_NAMES: Final = _known_spellings()
 # Header lines by their exact text, as (lookup key, canonical name, value): an endpoint's
 # REGISTERs repeat most of theirs (To, Contact, Expires, Max-Forwards, User-Agent...).
-_LINES: Memo[tuple[str, str, str]] = Memo()
+_LINES: Final[Memo[tuple[str, str, str]]] = Memo()
 
 
 def _split_list(value: str) -> list[str]:
@@ -312,14 +311,14 @@ class Response:
 Message = Request | Response
 
 # (lookup key, name) pairs.
-_MANDATORY = tuple((n.lower(), n) for n in ("Via", "From", "To", "Call-ID", "CSeq"))
-_MANDATORY_KEYS = frozenset(key for key, _ in _MANDATORY)
+_MANDATORY: Final = tuple((n.lower(), n) for n in ("Via", "From", "To", "Call-ID", "CSeq"))
+_MANDATORY_KEYS: Final = frozenset(key for key, _ in _MANDATORY)
 # RFC 4475 §3.1.4 (multi01, mcl01): more than one of these means the message is ambiguous.
-_SINGLE_VALUED = tuple(
+_SINGLE_VALUED: Final = tuple(
     (n.lower(), n) for n in ("From", "To", "Call-ID", "CSeq", "Max-Forwards", "Content-Length")
 )
-_BLANK_LINE_RE = re.compile(rb"\r?\n\r?\n")
-_STATUS_LINE_RE = re.compile(r"(?i:SIP/2\.0) ([0-9]{3})(?: (.*))?", re.S)
+_BLANK_LINE_RE: Final = re.compile(rb"\r?\n\r?\n")
+_STATUS_LINE_RE: Final = re.compile(r"(?i:SIP/2\.0) ([0-9]{3})(?: (.*))?", re.S)
 
 
 def parse_message(data: bytes, limits: Limits = DEFAULT_LIMITS) -> Message:
@@ -396,7 +395,7 @@ def _fresh_entry(line: str) -> tuple[str, str, str]:
 
 # Headers whose lines a client makes anew for each request (a Via branch, a CSeq number, a
 # From tag outside a dialog): remembering them would only push out the lines that recur.
-_PER_REQUEST = frozenset(("via", "cseq", "from"))
+_PER_REQUEST: Final = frozenset(("via", "cseq", "from"))
 
 
 def _parse_lines(text: str, limits: Limits) -> tuple[str, Headers]:
@@ -461,8 +460,7 @@ def make_message(start_line: str, headers: Headers, body: bytes) -> Message:
     return msg
 
 
-@memoized
-def _parse_status_line(line: str) -> tuple[int, str]:
+def _read_status_line(line: str) -> tuple[int, str]:
     status = _STATUS_LINE_RE.fullmatch(line)
     if status is None:
         raise SipParseError(f"malformed status line {line[:60]!r}")
@@ -472,8 +470,10 @@ def _parse_status_line(line: str) -> tuple[int, str]:
     return code, status.group(2) or ""
 
 
-@memoized
-def _parse_request_line(line: str) -> tuple[str, str]:
+_parse_status_line: Final = Memoized(_read_status_line)
+
+
+def _read_request_line(line: str) -> tuple[str, str]:
     parts = line.split(" ")
     if len(parts) != 3 or not all(parts):
         raise SipParseError(f"malformed request line {line[:60]!r}")
@@ -487,6 +487,9 @@ def _parse_request_line(line: str) -> tuple[str, str]:
     if _is_sip_uri(uri) and parse_uri(uri).headers:
         raise SipParseError("Request-URI must not contain headers")
     return method, uri
+
+
+_parse_request_line: Final = Memoized(_read_request_line)
 
 
 def _check_headers(msg: Message) -> None:
@@ -529,7 +532,7 @@ def _check_headers(msg: Message) -> None:
 
 
 # Max-Forwards 70, Content-Length 0: the usual values, read without _small_int.
-_SMALL_INTS = {str(n): n for n in range(256)}
+_SMALL_INTS: Final = {str(n): n for n in range(256)}
 
 
 def _small_int(text: str, what: str) -> int:
@@ -573,7 +576,7 @@ def _quote(text: str) -> str:
     return '"' + text.replace("\\", "\\\\").replace('"', '\\"') + '"'
 
 
-_NO_PARAMS: Params = MappingProxyType({})
+_NO_PARAMS: Final[Params] = MappingProxyType({})
 
 
 def _parse_params(text: str, pos: int, what: str) -> Params:
@@ -626,8 +629,7 @@ def _check_host(host: str, what: str) -> str:
     return host
 
 
-@memoized
-def _valid_host(host: str) -> bool:
+def _is_valid_host(host: str) -> bool:
     # Remembered: the hosts of a lab's messages are few, and the hostname pattern is slow.
     if ":" not in host:
         return _HOSTNAME_RE.fullmatch(host) is not None
@@ -636,6 +638,9 @@ def _valid_host(host: str) -> bool:
     except ValueError:
         return False
     return True
+
+
+_valid_host: Final = Memoized(_is_valid_host)
 
 
 def _split_hostport(text: str, what: str) -> tuple[str, int | None]:
@@ -715,8 +720,7 @@ class SipUri(_Value):
         return f"{self.scheme}:{userinfo}{hostport}{_format_params(self.params)}{hdrs}"
 
 
-@memoized
-def parse_uri(text: str) -> SipUri:
+def _read_uri(text: str) -> SipUri:
     scheme, colon, rest = text.partition(":")
     if not colon or scheme.lower() not in ("sip", "sips"):
         raise SipParseError(f"not a sip: or sips: URI: {text[:60]!r}")
@@ -740,6 +744,9 @@ def parse_uri(text: str) -> SipUri:
     )
 
 
+parse_uri: Final = Memoized(_read_uri)
+
+
 class NameAddr(_Value):
     """From/To/Contact/Route value; `display` is unquoted, `params` are header parameters."""
 
@@ -760,8 +767,10 @@ class NameAddr(_Value):
         return f"{display}<{self.uri}>{_format_params(self.params)}"
 
 
-_DISPLAY_RE = re.compile(rf"[ \t]*(?:({_QUOTED})|({_TOKEN}(?:[ \t]+{_TOKEN})*))?[ \t]*<", re.S)
-_ADDR_SPEC_END_RE = re.compile(r"[^\s;]*")
+_DISPLAY_RE: Final = re.compile(
+    rf"[ \t]*(?:({_QUOTED})|({_TOKEN}(?:[ \t]+{_TOKEN})*))?[ \t]*<", re.S
+)
+_ADDR_SPEC_END_RE: Final = re.compile(r"[^\s;]*")
 
 
 def parse_name_addr(text: str) -> NameAddr:
@@ -784,7 +793,7 @@ def _read_name_addr(text: str) -> NameAddr:
     return _parse_name_addr(text)
 
 
-_remembered_name_addr = memoized(_read_name_addr)
+_remembered_name_addr: Final = Memoized(_read_name_addr)
 
 
 def _parse_name_addr(text: str) -> NameAddr:
@@ -810,14 +819,16 @@ def _parse_name_addr(text: str) -> NameAddr:
     return NameAddr(display, uri, _parse_params(text, pos, "name-addr"))
 
 
-@memoized
-def _check_uri(uri: str) -> bool:
+def _verify_uri(uri: str) -> bool:
     """True, or SipParseError; remembered, as a URI recurs in every message of an endpoint."""
     if not _SCHEME_URI_RE.fullmatch(uri):
         raise SipParseError(f"invalid URI {uri[:60]!r}")
     if _is_sip_uri(uri):
         parse_uri(uri)
     return True
+
+
+_check_uri: Final = Memoized(_verify_uri)
 
 
 def _is_sip_uri(uri: str) -> bool:
@@ -846,7 +857,7 @@ class Via(_Value):
         return f"SIP/2.0/{self.transport} {self.sent_by}{_format_params(self.params)}"
 
 
-_VIA_RE = re.compile(
+_VIA_RE: Final = re.compile(
     rf"[ \t]*({_TOKEN})[ \t]*/[ \t]*({_TOKEN})[ \t]*/[ \t]*({_TOKEN})[ \t]+"
     r"(\[[0-9A-Fa-f:.]*\]|[A-Za-z0-9_.\-]+)(?:[ \t]*:[ \t]*([0-9]+))?"
 )
@@ -854,10 +865,10 @@ _VIA_RE = re.compile(
 
 # Each request has a branch of its own, so whole Via texts do not repeat from one request to
 # the next, but one request's is read up to three times (checked, its transaction's key, the
-# response's Via): the last few are kept. Their "SIP/2.0/TCP host:port" before the first ';'
-# does repeat: that part is remembered.
-@functools.lru_cache(maxsize=16)
-def parse_via(text: str) -> Via:
+# response's Via): the last few dozen are kept (a read of twenty REGISTERs is parsed before the
+# first is answered). Their "SIP/2.0/TCP host:port" before the first ';' does repeat: that part
+# is remembered.
+def _read_via(text: str) -> Via:
     """One via-parm (a single comma-separated item of a Via header)."""
     semi = text.find(";")
     if semi > 0:
@@ -867,8 +878,10 @@ def parse_via(text: str) -> Via:
     return _parse_via(text)
 
 
-@memoized
-def _sent_by(text: str) -> tuple[str, str, int | None] | None:
+parse_via: Final = Memoized(_read_via, size=64)
+
+
+def _read_sent_by(text: str) -> tuple[str, str, int | None] | None:
     """The transport, host and port of a Via's text before its parameters, or None when that
     is not exactly a sent-protocol and sent-by (the general parse then says what is wrong)."""
     try:
@@ -876,6 +889,9 @@ def _sent_by(text: str) -> tuple[str, str, int | None] | None:
     except SipParseError:
         return None
     return (via.transport, via.host, via.port) if not via.params else None
+
+
+_sent_by: Final = Memoized(_read_sent_by)
 
 
 def _parse_via(text: str) -> Via:
@@ -895,15 +911,17 @@ def _parse_via(text: str) -> Via:
     )
 
 
-_CSEQ_RE = re.compile(rf"[ \t]*([0-9]{{1,10}})[ \t]+({_TOKEN})[ \t]*")
+_CSEQ_RE: Final = re.compile(rf"[ \t]*([0-9]{{1,10}})[ \t]+({_TOKEN})[ \t]*")
 
 
-@memoized
-def parse_cseq(text: str) -> tuple[int, str]:
+def _read_cseq(text: str) -> tuple[int, str]:
     found = _CSEQ_RE.fullmatch(text)
     if found is None or int(found.group(1)) > 2**31 - 1:
         raise SipParseError(f"invalid CSeq {text[:40]!r}")
     return int(found.group(1)), found.group(2)
+
+
+parse_cseq: Final = Memoized(_read_cseq)
 
 
 @dataclass(frozen=True, slots=True)
@@ -916,7 +934,7 @@ class WarningValue:
         return f"{self.code} {self.agent} {_quote(self.text)}"
 
 
-_WARNING_RE = re.compile(rf"[ \t]*([0-9]{{3}})[ \t]+([^\s\"]+)[ \t]+({_QUOTED})[ \t]*", re.S)
+_WARNING_RE: Final = re.compile(rf"[ \t]*([0-9]{{3}})[ \t]+([^\s\"]+)[ \t]+({_QUOTED})[ \t]*", re.S)
 
 
 def parse_warning(text: str) -> WarningValue:
@@ -928,7 +946,7 @@ def parse_warning(text: str) -> WarningValue:
 
 # --- building messages -----------------------------------------------------------------------
 
-REASON_PHRASES: dict[int, str] = {
+REASON_PHRASES: Final[dict[int, str]] = {
     100: "Trying", 180: "Ringing", 181: "Call Is Being Forwarded", 182: "Queued",
     183: "Session Progress", 200: "OK", 202: "Accepted", 300: "Multiple Choices",
     301: "Moved Permanently", 302: "Moved Temporarily", 305: "Use Proxy",
@@ -948,7 +966,7 @@ REASON_PHRASES: dict[int, str] = {
     604: "Does Not Exist Anywhere", 606: "Not Acceptable",
 }  # fmt: skip
 
-BRANCH_MAGIC_COOKIE = "z9hG4bK"
+BRANCH_MAGIC_COOKIE: Final = "z9hG4bK"
 
 
 def new_branch() -> str:
@@ -963,7 +981,7 @@ def new_call_id(host: str) -> str:
     return f"{secrets.token_hex(12)}@{host}"
 
 
-_COPIED = frozenset(("via", "from", "to", "call-id", "cseq"))
+_COPIED: Final = frozenset(("via", "from", "to", "call-id", "cseq"))
 
 
 def response_to(

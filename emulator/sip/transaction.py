@@ -13,7 +13,7 @@ from __future__ import annotations
 import enum
 from collections import deque
 from dataclasses import dataclass
-from typing import Generic, TypeVar
+from typing import Final, Generic, TypeVar
 
 from emulator.sip.message import (
     Request,
@@ -90,10 +90,10 @@ class _In(enum.Enum):
     TRANSPORT_ERROR = "transport error"
 
 
-_S = TxState
+_S: Final = TxState
 
 # RFC 3261 Figure 7: non-INVITE client transaction.
-CLIENT_TRANSITIONS: dict[TxState, dict[_In, TxState]] = {
+CLIENT_TRANSITIONS: Final[dict[TxState, dict[_In, TxState]]] = {
     _S.TRYING: {
         _In.TIMER_E: _S.TRYING,
         _In.PROVISIONAL: _S.PROCEEDING,
