@@ -138,12 +138,16 @@ def _known_spellings() -> dict[str, tuple[str, str]]:
     return names
 
 
+# (lookup key, canonical name, value) of one header line. Of unknown length in its type only:
+# compiled, a tuple[str, str, str] is unpacked into C fields and built anew each time it goes
+# into a list or a dict, while a tuple of unknown length stays the one Python object.
+HeaderEntry = tuple[str, ...]
 # (lookup key, canonical name) of the usual spellings of known headers, so that the parser and
 # lookups of a message skip the lower-casing and compact-form mapping for them.
 _NAMES: Final = _known_spellings()
 # Header lines by their exact text, as (lookup key, canonical name, value): an endpoint's
 # REGISTERs repeat most of theirs (To, Contact, Expires, Max-Forwards, User-Agent...).
-_LINES: Final[Memo[tuple[str, str, str]]] = Memo()
+_LINES: Final[Memo[HeaderEntry]] = Memo()
 
 
 def _split_list(value: str) -> list[str]:
@@ -176,7 +180,7 @@ def _split_list(value: str) -> list[str]:
     return items
 
 
-def _index_of(entries: list[tuple[str, str, str]]) -> dict[str, list[str]]:
+def _index_of(entries: list[HeaderEntry]) -> dict[str, list[str]]:
     """Lookup key -> values, in order."""
     index: dict[str, list[str]] = {}
     for key, _, value in entries:
@@ -198,7 +202,7 @@ class Headers:
 
     def __init__(self, items: Iterable[tuple[str, str]] = ()) -> None:
         # (lookup key, canonical name, value): the key is computed once, not on every lookup.
-        self._entries: list[tuple[str, str, str]] = []
+        self._entries: list[HeaderEntry] = []
         # Values by lookup key (the canonical name lower-cased: "via", "call-id", "cseq"), in
         # order, kept up to date by every change: the fast path for a reader that knows its
         # keys, as a received message is read a dozen times and changed never. Read only.
@@ -208,7 +212,7 @@ class Headers:
 
     @classmethod
     def _parsed(
-        cls, entries: list[tuple[str, str, str]], index: dict[str, list[str]] | None = None
+        cls, entries: list[HeaderEntry], index: dict[str, list[str]] | None = None
     ) -> Headers:
         """Entries the parser already checked (token names, no CR or LF in values), and their
         index if the parser built it."""
@@ -237,7 +241,7 @@ class Headers:
         self._set(self._checked(name, value))
         self.index = _index_of(self._entries)
 
-    def _set(self, entry: tuple[str, str, str]) -> None:
+    def _set(self, entry: HeaderEntry) -> None:
         key = entry[0]
         entries = self._entries
         for first, (k, _, _) in enumerate(entries):
@@ -276,7 +280,7 @@ class Headers:
         return f"Headers({self.items()!r})"
 
     @staticmethod
-    def _checked(name: str, value: str) -> tuple[str, str, str]:
+    def _checked(name: str, value: str) -> HeaderEntry:
         # Programming errors, not untrusted input: a CR/LF here would inject header lines.
         if name not in _NAMES and not _TOKEN_RE.fullmatch(name):
             raise ValueError(f"invalid header name {name!r}")
@@ -363,9 +367,12 @@ def parse_header_section(head: bytes, limits: Limits = DEFAULT_LIMITS) -> tuple[
         return _parse_lines(text, limits)
     # The usual case, every line ending with CRLF and none folded; anything else (a fold, a
     # bare LF or CR) takes the general path.
-    remembered = _LINES.young.get
+    young = _LINES.young
+    entries: list[HeaderEntry] = []
     try:
-        entries = [remembered(line) or _fresh_entry(line) for line in lines[1:]]
+        for i in range(1, len(lines)):
+            entry = young.get(lines[i])
+            entries.append(entry if entry is not None else _fresh_entry(lines[i]))
     except _Unusual:
         return _parse_lines(text, limits)
     if len(entries) > limits.max_headers:
@@ -380,7 +387,7 @@ class _Unusual(Exception):
     """A header line that only the general parse reads right (folded, bare CR or LF)."""
 
 
-def _fresh_entry(line: str) -> tuple[str, str, str]:
+def _fresh_entry(line: str) -> HeaderEntry:
     """The entry of a header line not in the young generation of the line memo."""
     entry = _LINES.old.get(line)
     if entry is not None:
@@ -403,7 +410,7 @@ def _parse_lines(text: str, limits: Limits) -> tuple[str, Headers]:
     lines = [line.removesuffix("\r") for line in text.split("\n")]
     if any("\r" in line for line in lines):
         raise SipParseError("stray CR in the header section")
-    entries: list[tuple[str, str, str]] = []
+    entries: list[HeaderEntry] = []
     for line in lines[1:]:
         if line[:1] in (" ", "\t"):
             if not entries:
@@ -419,7 +426,7 @@ def _parse_lines(text: str, limits: Limits) -> tuple[str, Headers]:
     return lines[0], Headers._parsed(entries)
 
 
-def _header_entry(line: str) -> tuple[str, str, str]:
+def _header_entry(line: str) -> HeaderEntry:
     """(lookup key, canonical name, value) of one unfolded header line."""
     name, colon, value = line.partition(":")
     known = _NAMES.get(name)
@@ -1038,7 +1045,7 @@ def _tagged_to(request: Request, status: int, tag: str) -> str | None:
     return f"{value};tag={tag}"
 
 
-def _reply_entries(request: Request, status: int, tag: str) -> list[tuple[str, str, str]]:
+def _reply_entries(request: Request, status: int, tag: str) -> list[HeaderEntry]:
     # The request's entries were checked when it was parsed or built: copied as they are.
     tagged = _tagged_to(request, status, tag)
     entries = request.headers._entries
@@ -1052,9 +1059,7 @@ def _reply_entries(request: Request, status: int, tag: str) -> list[tuple[str, s
     return copied
 
 
-def _restamped(
-    entries: list[tuple[str, str, str]], top_via: str | None
-) -> list[tuple[str, str, str]]:
+def _restamped(entries: list[HeaderEntry], top_via: str | None) -> list[HeaderEntry]:
     """``entries`` with ``top_via`` (if any) for the first via-parm; the other via-parms of the
     first Via line follow it as Via entries of their own."""
     if top_via is None:
