@@ -66,9 +66,11 @@ from emulator.lab.addresses import Block, next_block  # noqa: E402
 
 DOMAIN = "uctest.local"
 # Up to where SIPp itself runs out of CPU on 2 cores: Kamailio's TCP refreshes held 100,000.
+# Rungs about 10% apart above 10,000: each rate, and so a ratio of two, is read to about 10%.
 LADDER = [
-    1000, 2000, 3000, 4000, 5000, 6000, 7000, 8000, 10000, 12000, 15000, 20000, 25000, 30000,
-    40000, 50000, 60000, 80000, 100000, 120000,
+    1000, 2000, 3000, 4000, 5000, 6000, 7000, 8000, 9000, 10000, 11000, 12000, 13500, 15000,
+    16500, 18000, 20000, 22500, 25000, 27500, 30000, 35000, 40000, 45000, 50000, 60000, 70000,
+    80000, 90000, 100000, 120000,
 ]  # fmt: skip
 SCENARIOS = ("new", "refresh")
 SERVERS = ("ours", "floor", "kamailio")
