@@ -142,6 +142,7 @@ def _known_spellings() -> dict[str, tuple[str, str]]:
 # compiled, a tuple[str, str, str] is unpacked into C fields and built anew each time it goes
 # into a list or a dict, while a tuple of unknown length stays the one Python object.
 HeaderEntry = tuple[str, ...]
+
 # (lookup key, canonical name) of the usual spellings of known headers, so that the parser and
 # lookups of a message skip the lower-casing and compact-form mapping for them.
 _NAMES: Final = _known_spellings()
