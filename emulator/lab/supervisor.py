@@ -415,7 +415,8 @@ class Supervisor:
                         self.emit_for(name, Kind.PROCESS_PAUSED, pid=link.pid, by="outside")
                     elif not is_frozen and paused:
                         self.emit_for(name, Kind.PROCESS_RESUMED, pid=link.pid, by="outside")
-                if link.running and not is_frozen:
+                # One still starting does not read its channel yet: it has READY_TIMEOUT.
+                if link.running and not is_frozen and name not in self.view.starting:
                     checks.append(self._ping(name, link, silent))
             await asyncio.gather(*checks)
             await asyncio.sleep(HEALTH_INTERVAL)

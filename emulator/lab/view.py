@@ -198,6 +198,10 @@ class EndpointStatus:
 
 
 _HOST_WIDE = frozenset({Kind.PROCESS_STARTED, Kind.PROCESS_EXITED, Kind.COMPONENT_LEFT})
+_STARTS = frozenset({Kind.PROCESS_STARTED, Kind.COMPONENT_JOINED})
+_ENDS_STARTING = frozenset(
+    {Kind.READY, Kind.PROCESS_EXITED, Kind.COMPONENT_LEFT, Kind.COMPONENT_FAILED}
+)
 
 
 @dataclass(slots=True)
@@ -214,6 +218,9 @@ class LabView:
     # Endpoints not in a final state, kept as events arrive: ``settled`` is asked after every
     # event while a lab starts, and counting 25,000 endpoints each time would be quadratic.
     _unsettled: int = 0
+    # Components (re)started or (re)joined that have not reported ready yet: still importing
+    # and setting up, so not yet reading their channel, which is not the same as silent.
+    starting: set[str] = field(default_factory=set)
 
     @classmethod
     def of(cls, lab: LabConfig) -> LabView:
@@ -247,6 +254,10 @@ class LabView:
 
     def apply(self, event: Event) -> None:
         name = event.component
+        if event.kind in _STARTS:
+            self.starting.add(name)
+        elif event.kind in _ENDS_STARTING:
+            self.starting.discard(name)
         if name == "dns":
             self.dns.apply(event, "running")
         elif name in self.peers:
