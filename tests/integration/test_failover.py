@@ -137,6 +137,14 @@ def test_option2_round_robin_kill_fails_over_at_once(make_lab: Callable[..., Tes
     )
     assert registered["t"] - failed["t"] < 5  # not the 54 s refresh, not the 60 s expiry
 
+    # The peer's own event of that binding comes over its own channel, so it can reach the lab
+    # just after the endpoint's: wait for it, then read the status.
+    lab.until(
+        lambda e: e["component"] == second["name"] and e.get("registrations") == 1,
+        since=failed["seq"],
+        timeout=5,
+        what=f"{second['name']}'s binding",
+    )
     peers = {p["name"]: p for p in lab.status()["peers"]}
     assert peers[first]["state"] == "stopped"
     assert peers[second["name"]]["registrations"] == 1
